@@ -1,0 +1,170 @@
+"""The ``jmedllm`` command line: ask, model info, serve; bench and convert load on demand."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from app import __version__
+
+GPU_LAYERS_HELP = '"auto" (all layers on a GPU when llama.cpp has GPU offload, else CPU) or a number'
+
+
+class LazyGroup(click.Group):
+    """A click group whose heavy subcommand groups are imported only when used."""
+
+    lazy = {"bench": "app.bench.cli:bench", "convert": "model_tools.cli:convert"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+def parse_gpu_layers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(GPU_LAYERS_HELP) from None
+
+
+def model_options(func):  # type: ignore[no-untyped-def]
+    """The options every command that loads a model shares."""
+    func = click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")(func)
+    func = click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=4096, show_default=True,
+                        help="Context size in tokens.")(func)
+    func = click.option("--gpu-layers", default="auto", show_default=True, help=GPU_LAYERS_HELP)(func)
+    func = click.option("--model", "model", default=None,
+                        help='GGUF path, a file in the models folder, or "demo" (default; or $JMEDLLM_MODEL).')(func)
+    return func
+
+
+def load_engine(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None):  # type: ignore[no-untyped-def]
+    """Resolve and load a model, turning expected failures into clean CLI errors."""
+    from app.demo_model import DemoModelError
+    from app.engine import Engine, EngineError
+    from app.model_card import ModelFileError
+    from app.models import resolve_model
+
+    try:
+        path = resolve_model(model)
+        return Engine.load(path, n_gpu_layers=parse_gpu_layers(gpu_layers), n_ctx=n_ctx, n_threads=threads)
+    except (DemoModelError, ModelFileError, EngineError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="jmedllm")
+def main() -> None:
+    """JMedLLM Desk: a local Japanese/English medical LLM workstation (decision support only)."""
+
+
+@main.command()
+@click.argument("question")
+@click.option("--choices", "-c", multiple=True,
+              help="A choice (repeat for each), or several separated by newlines.")
+@click.option("--lang", type=click.Choice(["auto", "ja", "en"]), default="auto", show_default=True)
+@click.option("--template", default=None, help="Paper template for multiple-choice questions.")
+@click.option("--shots", type=click.Choice(["0", "1", "3"]), default="0", show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1, 8192), default=512, show_default=True)
+@model_options
+def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None, shots: str,
+        max_tokens: int, model: str | None, gpu_layers: str, n_ctx: int, threads: int | None) -> None:
+    """Ask QUESTION and stream the answer (a multiple-choice question when --choices are given)."""
+    from app.engine import EngineError
+    from app.prompts import TemplateError
+    from app.qa import Question, QuestionError, ask as ask_model, parse_choices
+
+    engine = load_engine(model, gpu_layers, n_ctx, threads)
+    item = Question(text=question, choices=parse_choices("\n".join(choices)), language=lang,
+                    template=template, shots=int(shots), max_tokens=max_tokens)
+    cancel = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    try:
+        answer = ask_model(engine, item, cancel)
+    except (QuestionError, TemplateError, EngineError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for piece in answer.generation:
+        click.echo(piece, nl=False)
+    click.echo()
+    stats = answer.generation.stats
+    if answer.choices:
+        pick = answer.pick
+        chosen = f"({pick.letter}) {pick.text}" if pick else "none of the options (abstained)"
+        click.echo(f"\nChosen option: {chosen}")
+    card = engine.card
+    click.echo(
+        f"\n[{card.file_name} · sha256 {card.short_hash} · {card.quantization} · {engine.device} · "
+        f"{stats.completion_tokens} tokens, {stats.tokens_per_second:.1f} tok/s · {stats.finish_reason}]",
+        err=True,
+    )
+    if card.is_demo:
+        click.echo("[demo model: not for clinical use]", err=True)
+    click.echo("[Decision support only, not a diagnosis. / 診断ではなく意思決定支援です。]", err=True)
+
+
+@main.group()
+def model() -> None:
+    """Inspect GGUF models."""
+
+
+@model.command("info")
+@click.argument("path", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+def model_info(path: str | None, as_json: bool) -> None:
+    """Print the model card of PATH (a GGUF file, or "demo")."""
+    from app.demo_model import DemoModelError
+    from app.model_card import ModelFileError, read_model_card
+    from app.models import resolve_model
+
+    try:
+        card = read_model_card(resolve_model(path))
+    except (DemoModelError, ModelFileError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    data = card.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    for key, value in data.items():
+        click.echo(f"{key:>16}: {value}")
+
+
+@main.command()
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but localhost needs --auth-file or $JMEDLLM_AUTH.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--auth-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help='Login file: one "user:password" per line.')
+@click.option("--history/--no-history", default=False, show_default=True,
+              help="Keep asked questions in the local SQLite database.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SQLite database (default: in the user data folder).")
+def serve(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, host: str, port: int,
+          auth_file: Path | None, history: bool, db: Path | None) -> None:
+    """Start the web UI on HOST:PORT with the given model loaded."""
+    from app.ui.server import ServeOptions, serve as serve_ui
+
+    engine = load_engine(model, gpu_layers, n_ctx, threads)
+    options = ServeOptions(host=host, port=port, auth_file=auth_file, history=history, db_path=db,
+                           gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)
+    try:
+        serve_ui(engine, options)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Asking the model: a free clinical question (chat) or a multiple-choice question (paper template).
+
+This is the one place that turns what a user typed into a generation, shared by CLI and UI.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from app.engine import Engine, Generation, Sampling
+from app.language import resolve_language
+from app.matching import ChoicePick, pick_choice
+from app.prompts import Language, default_template, get_template, render, system_prompt
+
+MAX_QUESTION_CHARS = 20_000
+MAX_CHOICES = 8
+MAX_CHOICE_CHARS = 1_000
+DEFAULT_MAX_TOKENS = 512
+
+
+class QuestionError(ValueError):
+    """The question cannot be asked as written; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """What the user asked: text, optional choices, language ("auto", "ja", "en"), template."""
+
+    text: str
+    choices: tuple[str, ...] = ()
+    language: str = "auto"
+    template: str | None = None
+    shots: int = 0
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+    @property
+    def is_multiple_choice(self) -> bool:
+        return bool(self.choices)
+
+
+@dataclass
+class Answer:
+    """A generation in progress plus what is needed to read its result."""
+
+    generation: Generation
+    language: Language
+    choices: tuple[str, ...]
+    template: str | None
+    prompt: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pick(self) -> ChoicePick | None:
+        """The option the answer names (multiple-choice questions only)."""
+        return pick_choice(self.generation.text, self.choices) if self.choices else None
+
+
+def parse_choices(raw: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Choices from a list, or from text with one choice per line (blank lines ignored)."""
+    if raw is None:
+        return ()
+    items = raw.splitlines() if isinstance(raw, str) else list(raw)
+    return tuple(item.strip() for item in items if item and item.strip())
+
+
+def validate(question: Question) -> None:
+    """Raise :class:`QuestionError` for empty, oversized or malformed questions."""
+    text = question.text.strip()
+    if not text:
+        raise QuestionError("The question is empty. / 質問が空です。")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise QuestionError(
+            f"The question is {len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}. "
+            f"/ 質問が長すぎます（上限 {MAX_QUESTION_CHARS:,} 文字）。"
+        )
+    if question.choices:
+        if len(question.choices) < 2:
+            raise QuestionError("A multiple-choice question needs at least two choices. / 選択肢は2つ以上必要です。")
+        if len(question.choices) > MAX_CHOICES:
+            raise QuestionError(f"At most {MAX_CHOICES} choices are supported. / 選択肢は{MAX_CHOICES}個までです。")
+        if any(len(c) > MAX_CHOICE_CHARS for c in question.choices):
+            raise QuestionError(f"A choice is longer than {MAX_CHOICE_CHARS} characters. / 選択肢が長すぎます。")
+    if question.max_tokens < 1:
+        raise QuestionError("max_tokens must be at least 1.")
+
+
+def ask(engine: Engine, question: Question, cancel: threading.Event | None = None) -> Answer:
+    """Validate ``question`` and start answering it; iterate ``answer.generation`` for the text."""
+    validate(question)
+    language = resolve_language(question.text, question.language)
+    sampling = Sampling.greedy(max_tokens=question.max_tokens)
+    if question.is_multiple_choice:
+        template = (
+            get_template(question.template)
+            if question.template
+            else default_template(language, len(question.choices))
+        )
+        prompt = render(template, question.text.strip(), question.choices, question.shots)
+        generation = engine.stream(prompt, sampling, cancel)
+        return Answer(generation, language, question.choices, template.name, prompt)
+    messages = [
+        {"role": "system", "content": system_prompt(language)},
+        {"role": "user", "content": question.text.strip()},
+    ]
+    prompt, stops = engine.render_chat(messages)
+    generation = engine.stream(prompt, Sampling.greedy(question.max_tokens, stops), cancel)
+    return Answer(generation, language, (), None, prompt)
