@@ -1,0 +1,1 @@
+"""The Gradio UI: Ask, Model and Benchmark tabs, Japanese/English labels, offline by design."""
