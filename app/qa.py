@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from app.engine import Engine, Generation, Sampling
 from app.language import resolve_language
@@ -18,6 +18,7 @@ MAX_QUESTION_CHARS = 20_000
 MAX_CHOICES = 8
 MAX_CHOICE_CHARS = 1_000
 DEFAULT_MAX_TOKENS = 512
+CHAT_REPEAT_PENALTY = 1.05  # free answers: greedy but not stuck in loops (Qwen's own default)
 
 
 class QuestionError(ValueError):
@@ -49,7 +50,6 @@ class Answer:
     choices: tuple[str, ...]
     template: str | None
     prompt: str
-    extra: dict = field(default_factory=dict)
 
     @property
     def pick(self) -> ChoicePick | None:
@@ -90,7 +90,6 @@ def ask(engine: Engine, question: Question, cancel: threading.Event | None = Non
     """Validate ``question`` and start answering it; iterate ``answer.generation`` for the text."""
     validate(question)
     language = resolve_language(question.text, question.language)
-    sampling = Sampling.greedy(max_tokens=question.max_tokens)
     if question.is_multiple_choice:
         template = (
             get_template(question.template)
@@ -98,12 +97,13 @@ def ask(engine: Engine, question: Question, cancel: threading.Event | None = Non
             else default_template(language, len(question.choices))
         )
         prompt = render(template, question.text.strip(), question.choices, question.shots)
-        generation = engine.stream(prompt, sampling, cancel)
+        generation = engine.stream(prompt, Sampling.greedy(max_tokens=question.max_tokens), cancel)
         return Answer(generation, language, question.choices, template.name, prompt)
     messages = [
         {"role": "system", "content": system_prompt(language)},
         {"role": "user", "content": question.text.strip()},
     ]
     prompt, stops = engine.render_chat(messages)
-    generation = engine.stream(prompt, Sampling.greedy(question.max_tokens, stops), cancel)
+    sampling = Sampling(max_tokens=question.max_tokens, repeat_penalty=CHAT_REPEAT_PENALTY, stop=stops)
+    generation = engine.stream(prompt, sampling, cancel)
     return Answer(generation, language, (), None, prompt)

@@ -1,0 +1,88 @@
+"""The UI through a real `jmedllm serve` process and gradio_client."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from app.demo_model import DEMO_SHA256
+from app.ui.server import is_loopback, load_auth, parse_auth_lines, serve
+from app.ui.state import ServeOptions
+from tests.conftest import Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(ui_server: Server) -> Client:
+    return Client(ui_server.url, verbose=False)
+
+
+def test_ui_answers_a_japanese_question_with_its_model_card(client: Client) -> None:
+    answer, chosen, card = client.predict(
+        "糖尿病の三大合併症は何ですか？", "", "auto", "auto", "0", 48, False, api_name="/ask"
+    )
+    assert answer.strip()
+    assert chosen == ""
+    assert DEMO_SHA256[:12] in card
+    assert "Q4_K_M" in card
+    assert "tok/s" in card
+    assert "demo model" in card
+
+
+def test_ui_multiple_choice_names_an_option(client: Client) -> None:
+    answer, chosen, _ = client.predict(
+        "Which organ produces insulin?", "Liver\nPancreas\nKidney", "en", "auto", "0", 32, False, api_name="/ask"
+    )
+    assert answer.strip()
+    assert chosen.startswith("**")
+    assert ("(a)" in chosen or "(b)" in chosen or "(c)" in chosen or "abstained" in chosen
+            or "棄権" in chosen)
+
+
+def test_empty_question_is_a_clear_error(client: Client) -> None:
+    with pytest.raises(Exception, match="The question is empty"):
+        client.predict("  ", "", "auto", "auto", "0", 16, False, api_name="/ask")
+
+
+def test_history_is_stored_only_when_turned_on(client: Client, ui_server: Server) -> None:
+    def count() -> int:
+        if not ui_server.db_path.exists():
+            return 0
+        with sqlite3.connect(ui_server.db_path) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+            return db.execute("select count(*) from questions").fetchone()[0] if "questions" in tables else 0
+
+    before = count()
+    client.predict("Off the record question?", "", "en", "auto", "0", 16, False, api_name="/ask")
+    assert count() == before
+    client.predict("Recorded question?", "", "en", "auto", "0", 16, True, api_name="/ask")
+    assert count() == before + 1
+    with sqlite3.connect(ui_server.db_path) as db:
+        row = db.execute("select question, model_sha256, quantization from questions order by id desc").fetchone()
+    assert row == ("Recorded question?", DEMO_SHA256, "Q4_K_M")
+
+
+def test_model_tab_rejects_a_non_gguf_file(client: Client, tmp_path: Path) -> None:
+    bogus = tmp_path / "weights.bin"
+    bogus.write_bytes(b"\x80\x04\x95 pickle bytes")
+    with pytest.raises(Exception, match="not a GGUF model"):
+        client.predict(str(bogus), None, "auto", 2048, api_name="/load_model")
+    with pytest.raises(Exception, match="GPU layers must be"):
+        client.predict(str(bogus), None, "many", 2048, api_name="/load_model")
+
+
+def test_auth_parsing_and_refusal_beyond_loopback(tmp_path: Path, demo_engine) -> None:  # type: ignore[no-untyped-def]
+    assert parse_auth_lines("# staff\nalice:pw1\n\nbob:pw2\n", "f") == [("alice", "pw1"), ("bob", "pw2")]
+    with pytest.raises(ValueError, match="expected"):
+        parse_auth_lines("alice", "f")
+    auth_file = tmp_path / "auth.txt"
+    auth_file.write_text("alice:secret\n")
+    assert load_auth(auth_file) == [("alice", "secret")]
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0")
+    with pytest.raises(ValueError, match="without a login"):
+        serve(demo_engine, ServeOptions(host="0.0.0.0", port=1), block=False)
