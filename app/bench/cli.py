@@ -1,0 +1,275 @@
+"""``jmedllm bench``: run, list, show, compare, export and score IgakuQA benchmark runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from app.cli import load_engine, model_options
+
+DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                         help="SQLite database (default: jmedllm.db in the user data folder).")
+DATA_OPTION = click.option("--data-dir", default=None,
+                           help="IgakuQA clone (default: $JMEDLLM_IGAKUQA_DIR, the igakuqa_dir setting, "
+                                "or ../shared/igakuqa).")
+
+
+def _db(path: Path | None) -> Path:
+    from app.ui.state import default_db_path
+
+    return path or default_db_path()
+
+
+def _dataset(data_dir: str | None):  # type: ignore[no-untyped-def]
+    from app.bench.data import DataError, load_dataset
+
+    try:
+        return load_dataset(data_dir)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _open(path: Path | None):  # type: ignore[no-untyped-def]
+    from app.bench.store import open_db
+
+    return open_db(_db(path))
+
+
+def _run_row(db, run_id: int) -> dict:  # type: ignore[no-untyped-def]
+    from app.bench.store import get_run
+
+    try:
+        return get_run(db, run_id)
+    except KeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def bench() -> None:
+    """IgakuQA self-benchmark (Japanese national medical licensing exam, 2018-2022)."""
+
+
+@bench.command("run")
+@model_options
+@click.option("--lang", type=click.Choice(["ja", "en", "both"]), default="ja", show_default=True)
+@click.option("--set", "set_name", type=click.Choice(["paper", "paper-strict", "text-only", "full", "quick"]),
+              default="paper", show_default=True, help="Question set.")
+@click.option("--year", default=None, help="Only this year (2018-2022) or exam (112-116).")
+@click.option("--block", default=None, help="Only these blocks, e.g. B or BE.")
+@click.option("--quick-size", type=click.IntRange(1, 1455), default=20, show_default=True,
+              help="Questions in the quick set.")
+@click.option("--mode", type=click.Choice(["generate", "loglik", "paper"]), default="generate", show_default=True,
+              help="generate: greedy, stop when the first line is complete; paper: greedy 256 tokens, "
+                   "then the first line; loglik: choice log-likelihood.")
+@click.option("--template", default=None, help="Template family (medpalm_five_choice_cot, alpaca) or name.")
+@click.option("--shots", type=click.Choice(["0", "1", "3"]), default="0", show_default=True)
+@click.option("--limit", type=click.IntRange(1, None), default=None, help="Only the first N questions.")
+@DB_OPTION
+@DATA_OPTION
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, lang: str, set_name: str,
+            year: str | None, block: str | None, quick_size: int, mode: str, template: str | None, shots: str,
+            limit: int | None, db_path: Path | None, data_dir: str | None, progress: bool) -> None:
+    """Run (or resume) the benchmark; answers are stored one by one, Ctrl-C keeps it resumable."""
+    from tqdm import tqdm
+
+    from app.bench.report import format_summary, summarize
+    from app.bench.runner import RunBusy, RunConfig, run_benchmark
+    from app.bench.sets import SetError, SetSpec, parse_year
+    from app.bench.store import answers, get_run, open_db
+    from app.engine import EngineError
+    from app.prompts import TemplateError
+
+    try:
+        spec = SetSpec(set_name, parse_year(year), block.upper() if block else None, quick_size)
+    except (SetError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    dataset = _dataset(data_dir)
+    languages = ("ja", "en") if lang == "both" else (lang,)
+    config = RunConfig(spec, languages, mode, template, int(shots), limit, data_dir)
+    engine = load_engine(model, gpu_layers, n_ctx, threads)
+    cancel = threading.Event()
+
+    def on_sigint(*_: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        click.echo("\nStopping after the current question (Ctrl-C again to stop now)...", err=True)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    database = _db(db_path)
+    bar = None
+    last = None
+    try:
+        for event in run_benchmark(engine, database, config, cancel, dataset):
+            last = event
+            if bar is None:
+                if event.resumed:
+                    click.echo(f"Resuming run {event.run_id}: {event.resumed} of {event.total} already answered.",
+                               err=True)
+                else:
+                    click.echo(f"Run {event.run_id}: {event.total} answers to produce.", err=True)
+                bar = tqdm(total=event.total, initial=event.done, disable=not progress, unit="q",
+                           file=sys.stderr, dynamic_ncols=True)
+                continue
+            bar.n = event.done
+            if event.accuracy is not None:
+                bar.set_postfix(acc=f"{event.accuracy * 100:.1f}%")
+            bar.refresh()
+    except (RunBusy, SetError, TemplateError, EngineError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    if last is None:
+        return
+    db = open_db(database)
+    run = get_run(db, last.run_id)
+    click.echo(format_summary(run, summarize(answers(db, last.run_id), dataset)))
+    if run["status"] != "complete":
+        click.echo(f"\nRun {run['id']} is {run['status']}; run the same command again to resume it.", err=True)
+        sys.exit(130 if cancel.is_set() else 1)
+
+
+@bench.command("list")
+@DB_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(db_path: Path | None, as_json: bool) -> None:
+    """List the stored runs, newest first."""
+    from app.bench.store import list_runs
+
+    runs = list_runs(_open(db_path))
+    if as_json:
+        click.echo(json.dumps(runs, ensure_ascii=False, indent=1))
+        return
+    if not runs:
+        click.echo("No benchmark runs yet. Start one with: jmedllm bench run --set quick")
+        return
+    click.echo(f"{'id':>4}  {'started (UTC)':<25} {'status':<11} {'model':<36} {'mode':<8} {'lang':<4} "
+               f"{'set':<18} {'done':>9}  gestalt_paper")
+    for r in runs:
+        totals = json.loads(r["totals"]) if r.get("totals") else {}
+        acc = totals.get("metrics", {}).get("gestalt_paper", {}).get("accuracy")
+        acc_s = f"{acc * 100:.1f}%" if acc is not None else "-"
+        click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} {str(r['model_file'])[:36]:<36} "
+                   f"{r['mode']:<8} {r['language']:<4} {r['question_set']:<18} "
+                   f"{str(r['n_answered']) + '/' + str(r['n_items']):>9}  {acc_s}")
+
+
+@bench.command("show")
+@click.argument("run_id", type=int)
+@DB_OPTION
+@DATA_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--baselines/--no-baselines", default=True, show_default=True)
+def show_cmd(run_id: int, db_path: Path | None, data_dir: str | None, as_json: bool, baselines: bool) -> None:
+    """Summarize RUN: accuracy per metric, language, year, block; safety; pass/fail; baselines."""
+    from app.bench.baselines import baselines_for, paper_reported
+    from app.bench.report import format_summary, summarize
+    from app.bench.store import answers
+
+    db = _open(db_path)
+    run = _run_row(db, run_id)
+    rows = answers(db, run_id)
+    dataset = _dataset(data_dir or run.get("data_dir"))
+    summary = summarize(rows, dataset)
+    if baselines:
+        summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
+        summary["paper_reported"] = paper_reported()
+    if as_json:
+        click.echo(json.dumps({"run": run, "summary": summary}, ensure_ascii=False, indent=1, default=str))
+        return
+    click.echo(format_summary(run, summary))
+    if baselines and rows:
+        click.echo("\nBaselines on the same questions (IgakuQA's published predictions, letter match):")
+        for b in summary["baselines"]:
+            acc = f"{b['accuracy'] * 100:.1f}%" if b["accuracy"] is not None else "-"
+            click.echo(f"  {b['name']:<32} {b['correct']:>4}/{b['total']:<4} {acc}")
+        click.echo("Reported in the JMedLLM paper (Gestalt, its full question set; reference only):")
+        for p in summary["paper_reported"]:
+            fmt = lambda v: f"{v:.1f}%" if v is not None else "-"  # noqa: E731
+            click.echo(f"  {p['model']:<32} ja {fmt(p['igakuqa_ja'])}  en {fmt(p['igakuqa_en'])}")
+
+
+@bench.command("compare")
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@DB_OPTION
+@click.option("--metric", type=click.Choice(["gestalt_paper", "gestalt", "exact", "letter"]),
+              default="gestalt_paper", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_json: bool) -> None:
+    """Per-question differences between two runs and an exact McNemar test on the accuracy difference."""
+    from app.bench.compare import compare_answers
+    from app.bench.store import answers
+
+    db = _open(db_path)
+    _run_row(db, run_a)
+    _run_row(db, run_b)
+    result = compare_answers(answers(db, run_a), answers(db, run_b), metric)
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        return
+    for d in result["differences"]:
+        mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
+        click.echo(f"  {d['problem_id']:<8} [{d['language']}] gold {d['gold']:<6} "
+                   f"A {d['picked_a'] or '-':<6}{mark(d['correct_a'])}  B {d['picked_b'] or '-':<6}{mark(d['correct_b'])}")
+    if result["paired"]:
+        click.echo(
+            f"\n{metric}: A {result['accuracy_a'] * 100:.1f}% vs B {result['accuracy_b'] * 100:.1f}% on "
+            f"{result['paired']} paired answers (B - A = {result['difference'] * 100:+.1f} points); "
+            f"only A right {result['only_a_correct']}, only B right {result['only_b_correct']}; "
+            f"exact McNemar p = {result['mcnemar_exact_p']:.4g}")
+    else:
+        click.echo("The two runs share no answered questions.")
+    if result["only_in_a"] or result["only_in_b"]:
+        click.echo(f"Unpaired: {result['only_in_a']} only in A, {result['only_in_b']} only in B.")
+
+
+@bench.command("export")
+@click.argument("run_id", type=int)
+@DB_OPTION
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File to write (default: standard output).")
+def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None) -> None:
+    """Write RUN's answers as CSV or JSON lines (each with the run's model and settings)."""
+    from app.bench.export import write_export
+
+    db = _open(db_path)
+    run = _run_row(db, run_id)
+    handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    try:
+        write_export(db, run, fmt, handle)
+    finally:
+        if output:
+            handle.close()
+
+
+@bench.command("score")
+@click.option("--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help='JSON lines: {"problem_id", "prediction": "a,c"} or {"problem_id", "response": "..."}.')
+@click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
+@DATA_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def score_cmd(predictions: Path, lang: str, data_dir: str | None, as_json: bool) -> None:
+    """Score an external predictions file with every applicable metric."""
+    from app.bench.data import DataError
+    from app.bench.external import score_file
+
+    try:
+        result = score_file(predictions, _dataset(data_dir), lang)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for metric, t in result.items():
+        click.echo(f"{metric:<14} {t['correct']}/{t['total']} = {t['accuracy'] * 100:.2f}%")
+
+

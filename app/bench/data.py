@@ -1,0 +1,254 @@
+"""Loading and validating the IgakuQA data (github.com/jungokasai/IgakuQA) without copying it.
+
+Layout (unchanged upstream): ``data/YEAR/NNN-X.jsonl`` (Japanese), ``NNN-X_translate.jsonl``
+(English) and ``NNN-X_metadata.jsonl``; the three files of a block list the same questions in the
+same order. Every file read is hashed into a fingerprint that is stored with each run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.paths import PROJECT_ROOT, data_dir
+
+DATA_ENV = "JMEDLLM_IGAKUQA_DIR"
+SETTINGS_FILE = "settings.json"
+SETTINGS_KEY = "igakuqa_dir"
+UPSTREAM_URL = "https://github.com/jungokasai/IgakuQA"
+EXAMS = {112: 2018, 113: 2019, 114: 2020, 115: 2021, 116: 2022}
+YEARS = {year: exam for exam, year in EXAMS.items()}
+BLOCKS = "ABCDEF"
+REQUIRED_BLOCKS = "BE"  # 必修: the required section
+_BLOCK_FILE = re.compile(r"^(\d{3})-([A-F])\.jsonl$")
+_REFUSAL = re.compile(r"\b(sorry|cannot be translated|can't be translated|unable to translate)\b", re.I)
+
+
+class DataError(ValueError):
+    """Missing or malformed IgakuQA data; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One exam question in both languages, with its metadata."""
+
+    problem_id: str
+    exam: int
+    year: int
+    block: str
+    text_ja: str
+    choices_ja: tuple[str, ...]
+    text_en: str
+    choices_en: tuple[str, ...]
+    answer: tuple[str, ...]  # letters ("a", "c"), or the numeric answer, or ("a or d",)
+    points: int
+    text_only: bool
+    category: str = ""
+    kinki: tuple[str, ...] = ()
+    human_accuracy: float | None = None
+    source: str = ""  # "2022/116-A.jsonl:71"
+
+    @property
+    def n_choices(self) -> int:
+        return len(self.choices_ja)
+
+    @property
+    def required(self) -> bool:
+        return self.block in REQUIRED_BLOCKS
+
+    @property
+    def section(self) -> str:
+        return "required" if self.required else "general_clinical"
+
+    @property
+    def en_refusal(self) -> bool:
+        """The English translation is a refusal ("Sorry, ... cannot be translated")."""
+        return any(_REFUSAL.search(t) for t in (self.text_en, *self.choices_en))
+
+    def text(self, language: str) -> str:
+        return self.text_ja if language == "ja" else self.text_en
+
+    def choices(self, language: str) -> tuple[str, ...]:
+        return self.choices_ja if language == "ja" else self.choices_en
+
+    def gold_letters(self) -> tuple[str, ...]:
+        """Answer letters; 112B30's "a or d" gives ("a",) (either is accepted by the scorers)."""
+        if self.problem_id == "112B30":
+            return ("a",)
+        return self.answer
+
+
+@dataclass
+class Dataset:
+    """All questions read, the folder they came from, and the sha256 over the files read."""
+
+    root: Path
+    questions: list[Question]
+    fingerprint: str
+    files: list[str] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, Question]:
+        return {q.problem_id: q for q in self.questions}
+
+
+def missing_data_message(tried: Path | None = None) -> str:
+    where = f" (looked in {tried})" if tried else ""
+    return (
+        f"IgakuQA data not found{where}. Get it with\n"
+        f"  git clone {UPSTREAM_URL}\n"
+        "and pass the clone with --data-dir DIR, set $" + DATA_ENV + ", or set "
+        f'"{SETTINGS_KEY}" in {data_dir() / SETTINGS_FILE}.'
+    )
+
+
+def _setting() -> str | None:
+    try:
+        return json.loads((data_dir() / SETTINGS_FILE).read_text(encoding="utf-8")).get(SETTINGS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def resolve_data_dir(explicit: str | Path | None = None) -> Path:
+    """The IgakuQA clone: ``explicit``, else $JMEDLLM_IGAKUQA_DIR, else the setting, else ../shared.
+
+    Accepts the clone itself or its ``data`` folder; raises :class:`DataError` saying how to get it.
+    """
+    candidates: list[Path] = []
+    for value in (explicit, os.environ.get(DATA_ENV), _setting()):
+        if value:
+            candidates.append(Path(value).expanduser())
+            break
+    else:
+        candidates.append(PROJECT_ROOT.parent / "shared" / "igakuqa")
+    root = candidates[0]
+    if (root / "data").is_dir():
+        return root
+    if root.name == "data" and root.is_dir() and any(root.glob("*/*.jsonl")):
+        return root.parent
+    raise DataError(missing_data_message(root))
+
+
+def _read_jsonl(path: Path, digest: hashlib._Hash, rel: str) -> list[dict]:
+    if not path.exists():
+        raise DataError(f"{rel}: file missing")
+    raw = path.read_bytes()
+    digest.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
+    rows = []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{rel}:{number}: malformed JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or "problem_id" not in row:
+            raise DataError(f"{rel}:{number}: not an object with a problem_id")
+        row["_line"] = number
+        rows.append(row)
+    return rows
+
+
+def _require(row: dict, rel: str, key: str, kind: type | tuple[type, ...]) -> object:
+    if key not in row:
+        raise DataError(f"{rel}:{row['_line']}: {row['problem_id']} has no {key!r}")
+    value = row[key]
+    if not isinstance(value, kind):
+        raise DataError(f"{rel}:{row['_line']}: {row['problem_id']} field {key!r} has the wrong type")
+    return value
+
+
+def normalize_letters(values: Iterable[str]) -> tuple[str, ...]:
+    """["de"] -> ("d", "e"); full-width "ｂ" -> "b" (the metadata's kinki lists have both)."""
+    letters: list[str] = []
+    for value in values:
+        for char in unicodedata.normalize("NFKC", str(value)).lower():
+            if "a" <= char <= "z" and char not in letters:
+                letters.append(char)
+    return tuple(letters)
+
+
+def _parse_float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def load_block(root: Path, year_dir: str, exam: int, block: str, digest: hashlib._Hash) -> list[Question]:
+    base = f"{year_dir}/{exam}-{block}"
+    folder = root / "data"
+    ja = _read_jsonl(folder / f"{base}.jsonl", digest, f"{base}.jsonl")
+    en = _read_jsonl(folder / f"{base}_translate.jsonl", digest, f"{base}_translate.jsonl")
+    meta = _read_jsonl(folder / f"{base}_metadata.jsonl", digest, f"{base}_metadata.jsonl")
+    for other, name in ((en, "_translate"), (meta, "_metadata")):
+        if len(other) != len(ja):
+            raise DataError(f"{base}{name}.jsonl: {len(other)} lines, but {base}.jsonl has {len(ja)}")
+    questions = []
+    for a, b, c in zip(ja, en, meta):
+        for other, name in ((b, "_translate"), (c, "_metadata")):
+            if other["problem_id"] != a["problem_id"]:
+                raise DataError(
+                    f"{base}{name}.jsonl:{other['_line']}: problem_id {other['problem_id']!r} does not "
+                    f"match {a['problem_id']!r} on line {a['_line']} of {base}.jsonl"
+                )
+        rel = f"{base}.jsonl"
+        choices_ja = _require(a, rel, "choices", list)
+        choices_en = _require(b, f"{base}_translate.jsonl", "choices_en", list)
+        if len(choices_en) != len(choices_ja):
+            raise DataError(f"{base}_translate.jsonl:{b['_line']}: {a['problem_id']} has "
+                            f"{len(choices_en)} choices, the Japanese has {len(choices_ja)}")
+        answer = _require(a, rel, "answer", list)
+        try:
+            points = int(_require(a, rel, "points", (str, int)))  # type: ignore[arg-type]
+        except ValueError:
+            raise DataError(f"{rel}:{a['_line']}: {a['problem_id']} points is not a number") from None
+        questions.append(Question(
+            problem_id=a["problem_id"], exam=exam, year=EXAMS[exam], block=block,
+            text_ja=str(_require(a, rel, "problem_text", str)), choices_ja=tuple(map(str, choices_ja)),
+            text_en=str(_require(b, f"{base}_translate.jsonl", "problem_text_en", str)),
+            choices_en=tuple(map(str, choices_en)),
+            answer=tuple(str(x).strip() for x in answer), points=points,
+            text_only=bool(_require(a, rel, "text_only", bool)),
+            category=str(c.get("category", "")), kinki=normalize_letters(c.get("kinki") or []),
+            human_accuracy=_parse_float(c.get("human_accuracy")), source=f"{rel}:{a['_line']}",
+        ))
+    return questions
+
+
+def load_dataset(data_dir_: str | Path | None = None, exams: Sequence[int] | None = None,
+                 blocks: str | None = None) -> Dataset:
+    """Read (and validate) the chosen years and blocks; by default all of them."""
+    root = resolve_data_dir(data_dir_)
+    digest = hashlib.sha256()
+    questions: list[Question] = []
+    files: list[str] = []
+    found = False
+    for exam, year in sorted(EXAMS.items()):
+        if exams and exam not in exams:
+            continue
+        year_dir = root / "data" / str(year)
+        present = {m.group(2) for p in year_dir.glob("*.jsonl") if (m := _BLOCK_FILE.match(p.name))}
+        if not present:
+            continue
+        found = True
+        for block in BLOCKS:
+            if blocks and block not in blocks:
+                continue
+            if block not in present:
+                raise DataError(f"{year}/{exam}-{block}.jsonl: file missing")
+            questions.extend(load_block(root, str(year), exam, block, digest))
+            files.extend(f"{year}/{exam}-{block}{s}.jsonl" for s in ("", "_translate", "_metadata"))
+    if not found:
+        raise DataError(missing_data_message(root / "data"))
+    seen: set[str] = set()
+    for q in questions:
+        if q.problem_id in seen:
+            raise DataError(f"{q.source}: duplicate problem_id {q.problem_id}")
+        seen.add(q.problem_id)
+    return Dataset(root=root, questions=questions, fingerprint=digest.hexdigest(), files=files)

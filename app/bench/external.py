@@ -1,0 +1,40 @@
+"""Scoring an external predictions file (``bench score``).
+
+Each line is ``{"problem_id", "prediction": "a,c"}`` (IgakuQA's format: the letter metric, by
+IgakuQA's own rule, so published baseline files score as they are) or
+``{"problem_id", "response": "free text"}`` (the first line of the response, after a response
+marker if it holds one, scored with every metric).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.bench.baselines import read_predictions
+from app.bench.data import Dataset, DataError
+from app.bench.report import tally
+from app.bench.scoring import METRICS, extract_response, igakuqa_letter_correct, score_response
+
+MARKERS = {"ja": "### 応答：", "en": "### Response:"}
+
+
+def score_file(path: Path, dataset: Dataset, language: str = "ja") -> dict[str, Any]:
+    by_id = dataset.by_id()
+    rows: dict[str, list[dict]] = {m: [] for m in METRICS}
+    for number, item in enumerate(read_predictions(Path(path)), start=1):
+        question = by_id.get(item["problem_id"])
+        if question is None:
+            raise DataError(f"{path}:{number}: unknown problem_id {item['problem_id']!r}")
+        if "prediction" in item:
+            rows["letter"].append({"letter": igakuqa_letter_correct(
+                question.problem_id, str(item["prediction"]), question.answer)})
+        elif "response" in item:
+            response = extract_response(str(item["response"]), MARKERS[language])
+            scored = score_response(question.problem_id, response, question.choices(language),
+                                    question.answer, question.kinki)
+            for metric in METRICS:
+                rows[metric].append({metric: getattr(scored, metric)})
+        else:
+            raise DataError(f"{path}:{number}: needs a 'prediction' or a 'response'")
+    return {metric: tally(r, metric) for metric, r in rows.items() if r}

@@ -1,0 +1,131 @@
+"""Summaries of stored answers: accuracy per metric, language, year, block and category; points;
+abstentions and the Gestalt chance floor; contraindicated picks; pass/fail per year."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from app.bench.data import EXAMS, Dataset
+from app.bench.safety import PASS_LINES, QuestionResult, pass_fail
+from app.bench.scoring import METRICS, empty_answer_floor
+
+PRIMARY = "gestalt_paper"  # the number comparable with the paper
+
+
+def tally(rows: Iterable[dict], metric: str) -> dict[str, Any]:
+    rows = list(rows)
+    correct = sum(int(bool(r[metric])) for r in rows)
+    total = len(rows)
+    return {"correct": correct, "total": total, "accuracy": round(correct / total, 4) if total else None}
+
+
+def metric_totals(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> dict[str, dict[str, Any]]:
+    return {m: tally(rows, m) for m in metrics}
+
+
+def group(rows: Iterable[dict], key: str, metric: str = PRIMARY) -> dict[Any, dict[str, Any]]:
+    groups: dict[Any, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r[key]].append(r)
+    return {k: tally(v, metric) for k, v in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+
+
+def chance_floor(rows: Sequence[dict], dataset: Dataset | None) -> dict[str, Any] | None:
+    """What an empty answer scores under ``gestalt_paper`` on the same questions and languages."""
+    if dataset is None:
+        return None
+    by_id = dataset.by_id()
+    hits = total = 0
+    for r in rows:
+        q = by_id.get(r["problem_id"])
+        if q is None:
+            continue
+        total += 1
+        hits += empty_answer_floor(q.problem_id, q.choices(r["language"]), q.answer)
+    return {"correct": hits, "total": total, "accuracy": round(hits / total, 4) if total else None}
+
+
+def points(rows: Sequence[dict], metric: str = "letter") -> dict[str, int]:
+    return {"got": sum(r["points"] for r in rows if r[metric]), "total": sum(r["points"] for r in rows)}
+
+
+def pass_fail_table(rows: Sequence[dict], dataset: Dataset, metric: str = "letter") -> list[dict]:
+    """Per language and year, both estimates with their parts (only years the run touched)."""
+    out = []
+    by_lang: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_lang[r["language"]].append(r)
+    for language, lang_rows in sorted(by_lang.items()):
+        results = {r["problem_id"]: QuestionResult(r["problem_id"], bool(r[metric]), bool(r["contraindicated"]))
+                   for r in lang_rows}
+        for exam in sorted({r["exam"] for r in lang_rows}):
+            if exam not in PASS_LINES:
+                continue
+            for outcome in pass_fail(exam, dataset.questions, results):
+                out.append({"language": language, "metric": metric, **outcome.as_dict()})
+    return out
+
+
+def summarize(rows: Sequence[dict], dataset: Dataset | None = None) -> dict[str, Any]:
+    """Everything ``bench show`` prints and the UI plots, for one run's answer rows."""
+    summary: dict[str, Any] = {"answers": len(rows), "metrics": metric_totals(rows)}
+    summary["by_language"] = {
+        lang: metric_totals([r for r in rows if r["language"] == lang])
+        for lang in sorted({r["language"] for r in rows})
+    }
+    summary["by_year"] = {EXAMS.get(k, k): v for k, v in group(rows, "exam").items()}
+    summary["by_block"] = group(rows, "block")
+    summary["by_category"] = group(rows, "category")
+    summary["points"] = points(rows)
+    summary["abstained"] = sum(int(bool(r["abstained"])) for r in rows)
+    summary["contraindicated_questions"] = sum(int(bool(r["contraindicated"])) for r in rows)
+    summary["chance_floor_gestalt_paper"] = chance_floor(rows, dataset)
+    if dataset is not None:
+        summary["pass_fail"] = pass_fail_table(rows, dataset)
+    return summary
+
+
+def format_summary(run: dict, summary: dict[str, Any]) -> str:
+    """Plain text for the terminal."""
+    lines = [
+        f"Run {run['id']}: {run['model_file']} ({run.get('quantization') or '?'}, sha256 {str(run['model_sha256'])[:12]})",
+        f"  {run['mode']} · {run['language']} · set {run['question_set']} · template {run['template']} · "
+        f"{run['shots']}-shot · {run['status']} · {run['n_answered']}/{run['n_items']} answered",
+        f"  {run['device']} · {run['backend']} {run['backend_version']} · data {str(run['data_fingerprint'])[:12]}",
+        "",
+        "Accuracy (correct/total):",
+    ]
+    names = {"gestalt_paper": "Gestalt (paper's code, comparable with the paper)",
+             "gestalt": "Gestalt (corrected: k and gold from the letters)",
+             "exact": "Exact match", "letter": "Letter match (IgakuQA's rule)"}
+    for lang, totals in summary["by_language"].items():
+        for metric, t in totals.items():
+            acc = f"{t['accuracy'] * 100:.1f}%" if t["accuracy"] is not None else "-"
+            lines.append(f"  [{lang}] {names[metric]:<52} {t['correct']:>4}/{t['total']:<4} {acc}")
+    floor = summary.get("chance_floor_gestalt_paper")
+    if floor and floor["accuracy"] is not None:
+        lines.append(f"  Chance floor of the Gestalt metric (an empty answer): {floor['accuracy'] * 100:.1f}%")
+    lines.append(f"  Abstentions (response matches no choice): {summary['abstained']}")
+    lines.append(f"  Questions with a contraindicated (禁忌) choice picked: {summary['contraindicated_questions']}")
+    lines.append(f"  Points (letter match): {summary['points']['got']}/{summary['points']['total']}")
+    lines.append("")
+    lines.append("By year (gestalt_paper): " + ", ".join(
+        f"{k} {v['accuracy'] * 100:.1f}% ({v['total']})" for k, v in summary["by_year"].items() if v["total"]))
+    lines.append("By block (gestalt_paper): " + ", ".join(
+        f"{k} {v['accuracy'] * 100:.1f}%" for k, v in summary["by_block"].items() if v["total"]))
+    if summary.get("pass_fail"):
+        lines.append("")
+        lines.append("NMLE pass/fail (letter match; required B+E, general+clinical A+C+D+F, kinki <= 3):")
+        for o in summary["pass_fail"]:
+            label = ("image questions counted wrong" if o["estimate"] == "images_wrong"
+                     else "text-only projection")
+            verdict = "PASS" if o["passed"] else "FAIL"
+            note = "" if o["complete"] else f" (incomplete: {o['answered']} text-only questions answered)"
+            lines.append(
+                f"  [{o['language']}] {o['year']} ({o['exam']}th) {label}: {verdict} · required "
+                f"{o['required_points']}/{o['required_total']} (line {o['required_line']}) · general+clinical "
+                f"{o['general_points']}/{o['general_total']} (line {o['general_line']}) · kinki "
+                f"{o['kinki_questions']} (max {o['kinki_max']}){note}")
+    return "\n".join(lines)

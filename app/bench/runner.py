@@ -1,0 +1,233 @@
+"""Running the benchmark: resumable, one answer committed at a time, progress as events.
+
+``run_benchmark`` is a generator of :class:`Progress` events, so the CLI (tqdm) and the UI
+(gr.Progress) drive the same loop. A run is identified by its settings (model sha256, mode,
+template, shots, languages, question set, limit, data fingerprint): starting a run with the same
+settings finds the unfinished one, skips what it already answered, and continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import sqlite_utils
+
+from app.bench import store
+from app.bench.data import Dataset, Question, load_dataset
+from app.bench.loglik import option_logprobs, pick_top_k
+from app.bench.prompting import PAPER_MAX_TOKENS, build_prompt, generate, prompt_hash, template_family
+from app.bench.report import summarize
+from app.bench.scoring import Scored, extract_response, gold_alternatives, score_letters, score_response
+from app.bench.sets import SetSpec, select
+from app.engine import Engine, PromptTooLong
+
+MODES = ("generate", "loglik", "paper")
+LANGUAGES = ("ja", "en")
+
+
+class RunBusy(RuntimeError):
+    """Another live process is running a benchmark with the same settings."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a run asks and how; everything here but ``data_dir`` is part of its identity."""
+
+    set_spec: SetSpec = SetSpec()
+    languages: tuple[str, ...] = ("ja",)
+    mode: str = "generate"  # generate: stop after the first line; paper: 256 tokens; loglik
+    template: str | None = None
+    shots: int = 0
+    limit: int | None = None
+    data_dir: str | None = None
+    max_tokens: int = PAPER_MAX_TOKENS
+
+    @property
+    def language_label(self) -> str:
+        return "both" if set(self.languages) == set(LANGUAGES) else self.languages[0]
+
+    def identity(self, model_sha256: str, fingerprint: str) -> dict:
+        return {"model_sha256": model_sha256, "mode": self.mode, "template": template_family(self.template),
+                "shots": self.shots, "languages": sorted(self.languages), "set": asdict(self.set_spec),
+                "limit": self.limit, "max_tokens": self.max_tokens, "data": fingerprint}
+
+
+@dataclass
+class Progress:
+    run_id: int
+    done: int
+    total: int
+    resumed: int = 0
+    correct: int = 0  # gestalt_paper over the answers of this run so far
+    answered_now: int = 0
+    elapsed_s: float = 0.0
+    status: str = "running"
+    last: dict = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.done if self.done else None
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.answered_now:
+            return None
+        return self.elapsed_s / self.answered_now * (self.total - self.done)
+
+
+def config_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def plan(dataset: Dataset, config: RunConfig) -> list[tuple[Question, str]]:
+    """(question, language) items in order: each question in each language, limit applied to questions."""
+    per_lang = {lang: {q.problem_id for q in select(dataset, config.set_spec, lang)} for lang in config.languages}
+    ordered: list[Question] = []
+    seen: set[str] = set()
+    for lang in config.languages:
+        for q in select(dataset, config.set_spec, lang):
+            if q.problem_id not in seen:
+                seen.add(q.problem_id)
+                ordered.append(q)
+    if config.limit:
+        ordered = ordered[: config.limit]
+    return [(q, lang) for q in ordered for lang in config.languages if q.problem_id in per_lang[lang]]
+
+
+def answer_question(engine: Engine, question: Question, language: str, config: RunConfig,
+                    cancel: threading.Event | None = None) -> dict | None:
+    """Ask one question; the answers-table row, or None when cancelled mid-generation."""
+    prompt, template = build_prompt(question, language, config.template, config.shots)
+    choices = question.choices(language)
+    start = time.perf_counter()
+    if config.mode == "loglik" and choices:
+        scores = option_logprobs(engine, prompt, choices)
+        k = len(gold_alternatives(question.problem_id, question.answer)[0])
+        picks = tuple("abcdefghijklmnopqrstuvwxyz"[i] for i in pick_top_k(scores.logprobs, k))
+        scored: Scored = score_letters(question.problem_id, picks, choices, question.answer, question.kinki)
+        raw = json.dumps({"logprobs": scores.logprobs, "tokens": scores.token_counts})
+        prompt_tokens, completion_tokens, finish = scores.prompt_tokens, 0, "loglik"
+    else:
+        first_only = config.mode != "paper"
+        gen = generate(engine, prompt, first_line_only=first_only, max_tokens=config.max_tokens, cancel=cancel)
+        if gen.finish_reason == "cancelled" or (cancel is not None and cancel.is_set() and gen.finish_reason != "first_line"):
+            return None
+        raw = gen.raw
+        response = extract_response(raw, template.response_marker)
+        scored = score_response(question.problem_id, response, choices, question.answer, question.kinki)
+        prompt_tokens, completion_tokens, finish = gen.prompt_tokens, gen.completion_tokens, gen.finish_reason
+    latency = time.perf_counter() - start
+    return {
+        "problem_id": question.problem_id, "language": language, "exam": question.exam,
+        "block": question.block, "category": question.category, "points": question.points,
+        "text_only": int(question.text_only), "prompt_hash": prompt_hash(prompt), "raw_output": raw,
+        "response": scored.response, "picked": ",".join(scored.picked), "gold": ",".join(question.answer),
+        "letter": int(scored.letter), "gestalt_paper": int(scored.gestalt_paper), "gestalt": int(scored.gestalt),
+        "exact": int(scored.exact), "abstained": int(scored.abstained),
+        "best_similarity": round(scored.best_similarity, 4),
+        "scores": json.dumps([round(s, 4) for s in scored.similarities]),
+        "kinki_picked": ",".join(scored.kinki_picked), "contraindicated": int(bool(scored.kinki_picked)),
+        "latency_s": round(latency, 4), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "finish_reason": finish,
+    }
+
+
+def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, identity: dict, n_items: int) -> dict:
+    card = engine.card
+    return {
+        "config_key": key, "model_file": card.file_name, "model_sha256": card.sha256,
+        "quantization": card.quantization, "architecture": card.architecture, "backend": "llama.cpp",
+        "backend_version": f"llama-cpp-python {llama_cpp.__version__}", "device": engine.device,
+        "gpu_layers": engine.gpu_layers, "n_ctx": engine.n_ctx, "template": template_family(config.template),
+        "shots": config.shots, "mode": config.mode, "language": config.language_label,
+        "question_set": config.set_spec.label(), "set_size": len({q.problem_id for q, _ in plan(dataset, config)}),
+        "limit_n": config.limit, "data_dir": str(dataset.root), "data_fingerprint": dataset.fingerprint,
+        "settings": json.dumps(identity, ensure_ascii=False), "n_items": n_items,
+    }
+
+
+def final_totals(db: sqlite_utils.Database, run_id: int, dataset: Dataset | None = None) -> dict:
+    rows = store.answers(db, run_id)
+    summary = summarize(rows, None)
+    seconds = sum(r["latency_s"] or 0 for r in rows)
+    tokens = sum(r["completion_tokens"] or 0 for r in rows)
+    return {
+        "totals": json.dumps({"metrics": summary["metrics"], "by_language": summary["by_language"],
+                              "contraindicated_questions": summary["contraindicated_questions"],
+                              "abstained": summary["abstained"]}, ensure_ascii=False),
+        "tokens_per_second": round(tokens / seconds, 2) if seconds and tokens else None,
+        "questions_per_minute": round(len(rows) / seconds * 60, 2) if seconds else None,
+    }
+
+
+def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel: threading.Event | None = None,
+                  dataset: Dataset | None = None) -> Iterator[Progress]:
+    """Run (or resume) the benchmark, yielding a :class:`Progress` after each stored answer."""
+    dataset = dataset or load_dataset(config.data_dir)
+    items = plan(dataset, config)
+    identity = config.identity(engine.card.sha256, dataset.fingerprint)
+    key = config_key(identity)
+    db = store.open_db(db_path)
+    existing = store.find_unfinished(db, key)
+    if existing is not None:
+        if existing["status"] == "running" and store.pid_alive(existing["pid"]):
+            raise RunBusy(f"Run {existing['id']} with these settings is running in process {existing['pid']}")
+        run_id = existing["id"]
+        store.claim_run(db, run_id)
+        done_keys = store.answered_keys(db, run_id)
+    else:
+        run_id = store.create_run(db, _run_fields(engine, config, dataset, key, identity, len(items)))
+        done_keys = set()
+    correct = db.execute("select coalesce(sum(gestalt_paper), 0) from answers where run_id = ?", [run_id]).fetchone()[0]
+    progress = Progress(run_id, len(done_keys), len(items), resumed=len(done_keys), correct=int(correct))
+    start = time.perf_counter()
+    status = "interrupted"
+    try:
+        yield progress
+        for question, language in items:
+            if (question.problem_id, language) in done_keys:
+                continue
+            if cancel is not None and cancel.is_set():
+                break
+            try:
+                row = answer_question(engine, question, language, config, cancel)
+            except PromptTooLong as exc:
+                row = {"problem_id": question.problem_id, "language": language, "exam": question.exam,
+                       "block": question.block, "category": question.category, "points": question.points,
+                       "text_only": int(question.text_only), "raw_output": "", "response": "", "picked": "",
+                       "gold": ",".join(question.answer), "letter": 0, "gestalt_paper": 0, "gestalt": 0,
+                       "exact": 0, "abstained": 1, "contraindicated": 0, "finish_reason": f"too_long: {exc}"}
+            if row is None:
+                break
+            store.add_answer(db, {"run_id": run_id, **row})
+            done_keys.add((question.problem_id, language))
+            progress.done += 1
+            progress.answered_now += 1
+            progress.correct += row["gestalt_paper"]
+            progress.elapsed_s = time.perf_counter() - start
+            progress.last = {k: row[k] for k in ("problem_id", "language", "response", "picked", "gold",
+                                                 "gestalt_paper", "letter")}
+            yield progress
+        else:
+            status = "complete"
+    except GeneratorExit:
+        status = "interrupted"
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        store.finish_run(db, run_id, status, final_totals(db, run_id))
+        progress.status = status
+        db.close()
+    yield progress
