@@ -57,6 +57,10 @@ def test_browser_asks_in_japanese_and_page_stays_offline(ui_server: Server, tmp_
                 break
             time.sleep(0.05)
         page.screenshot(path=str(tmp_path / "ask.png"), full_page=True)
+        page.get_by_label("English").check()
+        page.get_by_role("button", name="Ask", exact=True).wait_for(timeout=10_000)
+        assert page.get_by_role("tab", name="Model").count() == 1
+        page.screenshot(path=str(tmp_path / "english.png"), full_page=True)
         browser.close()
 
     assert seen, "no answer appeared"

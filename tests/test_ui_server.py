@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,19 @@ def test_auth_parsing_and_refusal_beyond_loopback(tmp_path: Path, demo_engine) -
     assert not is_loopback("0.0.0.0")
     with pytest.raises(ValueError, match="without a login"):
         serve(demo_engine, ServeOptions(host="0.0.0.0", port=1), block=False)
+
+
+def test_stop_button_ends_the_answer_early(client: Client) -> None:
+    job = client.submit(
+        "Write a very long, detailed essay on the history of anaesthesia.", "", "en", "auto", "0", 2048, False,
+        api_name="/ask",
+    )
+    deadline = time.monotonic() + 60
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client.predict(api_name="/stop")
+    answer, _, card = job.result(timeout=120)
+    assert answer.endswith(("（停止しました）", "(stopped)"))
+    assert "cancelled" in card
+    tokens = int(card.split("this answer / この回答: ")[1].split(" tokens")[0])
+    assert tokens < 2048
