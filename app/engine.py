@@ -19,6 +19,7 @@ from typing import Literal
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from app.devices import gpu_devices
 from app.model_card import ModelCard, read_model_card
 
 GpuLayers = int | Literal["auto"]
@@ -55,11 +56,6 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def gpu_offload_supported() -> bool:
-    """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, Vulkan, ...)."""
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     """How to load a model: GPU layers ("auto" or a number), context size, threads, seed."""
@@ -72,7 +68,7 @@ class EngineConfig:
 
     def resolved_gpu_layers(self) -> int:
         if self.n_gpu_layers == "auto":
-            return -1 if gpu_offload_supported() else 0
+            return -1 if gpu_devices() else 0
         return int(self.n_gpu_layers)
 
 
@@ -204,11 +200,12 @@ class Engine:
     @property
     def device(self) -> str:
         """Where the layers run, in words, for the model card."""
-        if self.gpu_layers == 0 or not gpu_offload_supported():
+        gpus = gpu_devices()
+        if self.gpu_layers == 0 or not gpus:
             return f"CPU ({self.n_threads} threads)"
         if self.gpu_layers < 0:
-            return "GPU (all layers)"
-        return f"GPU ({self.gpu_layers} layers) + CPU"
+            return f"GPU: {gpus[0]} (all layers)"
+        return f"GPU: {gpus[0]} ({self.gpu_layers} layers) + CPU"
 
     @property
     def llama(self) -> llama_cpp.Llama:
