@@ -20,6 +20,7 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.devices import gpu_devices
+from app.hashing import Progress
 from app.model_card import ModelCard, read_model_card
 
 GpuLayers = int | Literal["auto"]
@@ -155,8 +156,8 @@ class Generation:
 class Engine:
     """One loaded GGUF model served one request at a time."""
 
-    def __init__(self, config: EngineConfig) -> None:
-        self.card: ModelCard = read_model_card(config.model_path)
+    def __init__(self, config: EngineConfig, on_hash_progress: Progress | None = None) -> None:
+        self.card: ModelCard = read_model_card(config.model_path, on_hash_progress)
         self.config = config
         self.gpu_layers = config.resolved_gpu_layers()
         self.n_threads = config.n_threads or default_threads()
@@ -185,9 +186,10 @@ class Engine:
         )
 
     @classmethod
-    def load(cls, model_path: Path | str, **options: object) -> Engine:
+    def load(cls, model_path: Path | str, on_hash_progress: Progress | None = None, **options: object) -> Engine:
         """Load a GGUF with the app's defaults; ``options`` are :class:`EngineConfig` fields."""
-        return cls(EngineConfig(model_path=Path(model_path), **options))  # type: ignore[arg-type]
+        config = EngineConfig(model_path=Path(model_path), **options)  # type: ignore[arg-type]
+        return cls(config, on_hash_progress)
 
     @property
     def n_ctx(self) -> int:

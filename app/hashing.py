@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from app.paths import cache_dir
@@ -14,12 +15,20 @@ _CHUNK = 8 * 1024 * 1024
 _LOCK = threading.Lock()
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def sha256_file(path: Path, on_progress: Progress | None = None) -> str:
+    """Hex sha256 of a file, read in chunks, reporting progress if asked."""
     digest = hashlib.sha256()
+    total = Path(path).stat().st_size
+    done = 0
     with Path(path).open("rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done, total)
     return digest.hexdigest()
 
 
@@ -32,7 +41,7 @@ def _key(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
 
 
-def cached_sha256(path: Path) -> str:
+def cached_sha256(path: Path, on_progress: Progress | None = None) -> str:
     """sha256 of ``path``, reused while the file's path, mtime and size are unchanged."""
     path = Path(path)
     key = _key(path)
@@ -44,7 +53,7 @@ def cached_sha256(path: Path) -> str:
             cache = {}
         if key in cache:
             return cache[key]
-        digest = sha256_file(path)
+        digest = sha256_file(path, on_progress)
         cache = {k: v for k, v in cache.items() if Path(k.split("|")[0]).exists()}
         cache[key] = digest
         tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")

@@ -10,7 +10,7 @@ from typing import Any
 import gguf
 
 from app.demo_model import DEMO_SHA256
-from app.hashing import cached_sha256
+from app.hashing import Progress, cached_sha256
 
 GGUF_MAGIC = b"GGUF"
 
@@ -94,7 +94,7 @@ def _quantization_name(reader: gguf.GGUFReader) -> str:
     return counts.most_common(1)[0][0] if counts else "unknown"
 
 
-def read_model_card(path: Path) -> ModelCard:
+def read_model_card(path: Path, on_hash_progress: Progress | None = None) -> ModelCard:
     """Read a :class:`ModelCard` from a GGUF file (metadata only; tensors are memory-mapped)."""
     path = check_gguf_file(path)
     try:
@@ -107,7 +107,7 @@ def read_model_card(path: Path) -> ModelCard:
         path=str(path.resolve()),
         file_name=path.name,
         file_size=path.stat().st_size,
-        sha256=cached_sha256(path),
+        sha256=cached_sha256(path, on_hash_progress),
         architecture=arch,
         name=str(_field_value(reader, "general.name") or path.stem),
         size_label=str(_field_value(reader, "general.size_label") or ""),

@@ -103,3 +103,12 @@ def test_stop_button_ends_the_answer_early(client: Client) -> None:
     assert "cancelled" in card
     tokens = int(card.split("this answer / この回答: ")[1].split(" tokens")[0])
     assert tokens < 2048
+
+
+def test_model_tab_loads_a_gguf_and_shows_its_card(client: Client, demo_model_path: Path) -> None:
+    card, warning = client.predict(str(demo_model_path), None, "0", 1024, api_name="/load_model")
+    assert DEMO_SHA256[:12] in card
+    assert "context 1024" in card
+    assert "not for clinical use" in warning
+    answer, _, answered_by = client.predict("Hello?", "", "en", "auto", "0", 16, False, api_name="/ask")
+    assert answer.strip() and "context 1024" in answered_by

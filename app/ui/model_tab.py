@@ -56,9 +56,12 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str, demo_notice: g
         try:
             progress(0.05, desc="Checking file / ファイル確認")
             model_path = resolve_model(spec, progress=False)
-            progress(0.2, desc="Hashing and loading / ハッシュ計算と読み込み")
-            engine = Engine.load(model_path, n_gpu_layers=layers, n_ctx=int(context or 4096),
-                                 n_threads=state.options.threads)
+
+            def hashed(done: int, total: int) -> None:
+                progress(0.1 + 0.6 * done / total, desc="sha256 / ハッシュ計算")
+
+            engine = Engine.load(model_path, on_hash_progress=hashed, n_gpu_layers=layers,
+                                 n_ctx=int(context or 4096), n_threads=state.options.threads)
         except (ModelFileError, EngineError, OSError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         progress(1.0, desc="Loaded / 読み込み完了")
