@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import llama_cpp
@@ -190,7 +190,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
     start = time.perf_counter()
     status = "interrupted"
     try:
-        yield progress
+        yield replace(progress)
         for question, language in items:
             if (question.problem_id, language) in done_keys:
                 continue
@@ -214,7 +214,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
             progress.elapsed_s = time.perf_counter() - start
             progress.last = {k: row[k] for k in ("problem_id", "language", "response", "picked", "gold",
                                                  "gestalt_paper", "letter")}
-            yield progress
+            yield replace(progress, last=dict(progress.last))
         else:
             status = "complete"
     except GeneratorExit:
@@ -230,4 +230,4 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
         store.finish_run(db, run_id, status, final_totals(db, run_id))
         progress.status = status
         db.close()
-    yield progress
+    yield replace(progress)
