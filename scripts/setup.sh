@@ -21,6 +21,11 @@ if [ -f "$stamp" ] && grep -qxF -- "$want" "$stamp"; then
     exit 0
 fi
 echo "Installing JMedLLM Desk [$extras] into .venv (the first install builds llama.cpp: about 5 minutes) ..."
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[$extras]"
+log=".venv/install.log"
+if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[$extras]"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "Installation failed; the full log is in $log" >&2
+    exit 1
+fi
 echo "$want" >> "$stamp"
+echo "Installed. (log: $log)"
