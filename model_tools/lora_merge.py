@@ -1,7 +1,7 @@
 """Streaming LoRA merge: base tensors are read one at a time and the LoRA delta added on the way.
 
 The arithmetic follows peft's ``merge_and_unload``: the delta ``B @ A * scaling`` is computed in
-float32 for half-precision weights, cast to the weight's dtype and added in that dtype.
+float32 and added to the weight in float32, then rounded once to the weight's dtype.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from app.atomic import atomic_writer
 from model_tools.checkpoint import BaseCheckpoint, LoraAdapter, LoraTarget
 from model_tools.files import atomic_directory
 from model_tools.safetensors_io import load_tensor, write_header, write_tensor
@@ -28,26 +27,30 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
                    "chat_template.json", "generation_config.json")
 
 
-def lora_delta(target: LoraTarget, dtype: torch.dtype) -> torch.Tensor:
-    """``B @ A * scaling`` (transposed for fan_in_fan_out) in ``dtype``, computed as peft does."""
+def lora_delta(target: LoraTarget) -> torch.Tensor:
+    """``B @ A * scaling`` in float32 (transposed for fan_in_fan_out), as peft computes it."""
     import torch
 
-    a, b = load_tensor(target.lora_a), load_tensor(target.lora_b)
-    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    delta = (b.to(compute) @ a.to(compute)) * target.scaling
-    if target.fan_in_fan_out:
-        delta = delta.T
-    return delta.to(dtype)
+    a = load_tensor(target.lora_a).to(torch.float32)
+    b = load_tensor(target.lora_b).to(torch.float32)
+    delta = (b @ a) * target.scaling
+    return delta.T if target.fan_in_fan_out else delta
 
 
 def merged_tensors(base: BaseCheckpoint, adapter: LoraAdapter | None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(name, tensor)`` for every base tensor, with LoRA deltas added, one at a time."""
+    """Yield ``(name, tensor)`` for every base tensor, with LoRA deltas added, one at a time.
+
+    Like peft's in-place ``weight += delta`` with float32 adapter weights, the sum is formed in
+    float32 and rounded once to the weight's dtype.
+    """
+    import torch
+
     targets = adapter.targets if adapter else {}
     for name, entry in base.tensors.items():
         tensor = load_tensor(entry)
         target = targets.get(name)
         if target is not None:
-            tensor = tensor + lora_delta(target, tensor.dtype)
+            tensor = (tensor.to(torch.float32) + lora_delta(target)).to(tensor.dtype)
         yield name, tensor
 
 

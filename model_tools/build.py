@@ -1,0 +1,146 @@
+"""The one command: validate, merge+export (streamed), quantize, verify, then manifest and model card."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.atomic import atomic_writer
+from app.hashing import sha256_file
+from model_tools.checkpoint import BaseCheckpoint, LoraAdapter, open_adapter, open_base
+from model_tools.files import require_free_space
+from model_tools.gguf_export import export_gguf
+from model_tools.lora_merge import save_merged
+from model_tools.quantize import BITS_PER_WEIGHT, quantize
+from model_tools.verify import format_table, run_verification
+
+LIBRARIES = ("jmedllm", "llama-cpp-python", "gguf", "torch", "transformers", "peft", "safetensors", "numpy")
+_DISK_MARGIN = 1.05
+_HASHED_INPUTS = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "chat_template.jinja", "adapter_config.json", "adapter_model.safetensors",
+                  "model.safetensors.index.json")
+
+
+@dataclass
+class BuildResult:
+    """What a build produced: output files, the verification report and where the manifest is."""
+
+    outputs: list[Path]
+    report: dict[str, Any] | None
+    manifest: Path
+
+    @property
+    def passed(self) -> bool:
+        return self.report is None or bool(self.report["passed"])
+
+
+def estimate_disk(base: BaseCheckpoint, out_type: str, quant_types: list[str], merged: bool) -> int:
+    """Bytes the build will write (GGUF, quantized files, optional merged checkpoint), with margin."""
+    params = base.n_params()
+    total = params * BITS_PER_WEIGHT[out_type.upper()] / 8
+    total += sum(params * BITS_PER_WEIGHT[q] / 8 for q in quant_types)
+    if merged:
+        total += sum(entry.nbytes for entry in base.tensors.values())
+    return int(total * _DISK_MARGIN) + 64 * 1024**2
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _hash_inputs(folder: Path, extra: list[Path]) -> dict[str, Any]:
+    files = [folder / n for n in _HASHED_INPUTS if (folder / n).is_file()] + extra
+    return {"path": str(folder.resolve()),
+            "files": {f.name: {"sha256": sha256_file(f), "size": f.stat().st_size} for f in files}}
+
+
+def _describe_output(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_writer(path) as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
+
+
+def model_card(name: str, base: BaseCheckpoint, adapter: LoraAdapter | None, manifest: dict[str, Any]) -> str:
+    """A short Markdown model card from the manifest."""
+    lines = [f"# {name}", "",
+             f"GGUF build of `{base.path.name}` (Qwen2, {base.n_layers} layers, "
+             f"{base.n_params() / 1e9:.2f} B parameters)"
+             + (f" merged with the LoRA adapter `{adapter.path.name}` (r={adapter.config.get('r')}, "
+                f"alpha={adapter.config.get('lora_alpha')}, {len(adapter.targets)} weights adapted)." if adapter else "."),
+             "", "Built with `jmedllm convert build`; see `manifest.json` for input and output hashes.", "",
+             "| file | size | sha256 |", "|---|---|---|"]
+    for out in manifest["outputs"]:
+        lines.append(f"| {out['file']} | {out['size'] / 1024**2:.0f} MiB | `{out['sha256'][:16]}…` |")
+    report = manifest.get("verification")
+    if report:
+        conv, tok = report["conversion"], report["tokenizer"]
+        lines += ["", "## Verification", "",
+                  f"- tokenizer parity (Hugging Face vs llama.cpp): {tok['probes'] - len(tok['mismatches'])}/"
+                  f"{tok['probes']} bilingual probes identical",
+                  f"- conversion parity ({conv['gguf']} vs the peft-merged model): top-1 agreement "
+                  f"{conv['top1_agreement']:.3f}, normalized MSE {conv['nmse']:.2e}, max |diff| {conv['max_abs_diff']:.3f}"]
+        for quant_type, entry in report.get("quantization", {}).get("types", {}).items():
+            lines.append(f"- {quant_type} vs F16: mean KL {entry['mean_kl']:.4f}, top-1 {entry['top1_agreement']:.3f}, "
+                         f"perplexity ratio {entry['ppl_ratio']:.4f}")
+        lines.append(f"- overall: {'PASS' if report['passed'] else 'FAIL'}")
+    lines += ["", "Not a medical device. Outputs must be checked by a qualified clinician.", ""]
+    return "\n".join(lines)
+
+
+def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: list[str], out_type: str = "f16",
+          name: str = "JMedLLM", merged_dir: Path | None = None, verify: bool = True,
+          threads: int | None = None, progress: bool = True) -> BuildResult:
+    """Run the whole pipeline into ``out_dir``; every file is written atomically."""
+    started = time.time()
+    base = open_base(base_dir)
+    adapter = open_adapter(adapter_dir, base) if adapter_dir else None
+    out_dir = Path(out_dir)
+    require_free_space(out_dir, estimate_disk(base, out_type, quant_types, merged_dir is not None))
+    if merged_dir is not None:
+        require_free_space(Path(merged_dir), sum(entry.nbytes for entry in base.tensors.values()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = name.replace(" ", "-")
+    if merged_dir is not None:
+        save_merged(base, adapter, Path(merged_dir), progress=progress)
+    gguf_path = export_gguf(base, adapter, out_dir / f"{stem}-{out_type}.gguf", out_type, name, progress)
+    quantized = {q: quantize(gguf_path, out_dir / f"{stem}-{q.lower()}.gguf", q, threads, progress)
+                 for q in quant_types}
+    report = None
+    if verify:
+        report = run_verification(base.path, adapter.path if adapter else None, gguf_path, base.n_params(), quantized)
+        _write_json(out_dir / "verification.json", report)
+        print(format_table(report))
+    outputs = [gguf_path, *quantized.values()]
+    manifest = {
+        "name": name,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "duration_s": round(time.time() - started, 1),
+        "inputs": {"base": _hash_inputs(base.path, base.weight_files),
+                   "adapter": _hash_inputs(adapter.path, []) if adapter else None,
+                   "lora": {"targets": len(adapter.targets), "r": adapter.config.get("r"),
+                            "lora_alpha": adapter.config.get("lora_alpha"),
+                            "use_rslora": bool(adapter.config.get("use_rslora"))} if adapter else None},
+        "settings": {"out_type": out_type, "quant_types": quant_types, "merged_dir": str(merged_dir) if merged_dir else None},
+        "tools": library_versions(),
+        "outputs": [_describe_output(p) for p in outputs],
+        "verification": report,
+    }
+    manifest_path = out_dir / "manifest.json"
+    _write_json(manifest_path, manifest)
+    with atomic_writer(out_dir / "MODEL_CARD.md") as handle:
+        handle.write(model_card(name, base, adapter, manifest).encode("utf-8"))
+    return BuildResult(outputs, report, manifest_path)
