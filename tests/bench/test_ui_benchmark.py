@@ -1,0 +1,32 @@
+"""The Benchmark tab's button drives a run through a real ``jmedllm serve`` and the result lands
+in the server's database."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_self_benchmark_button_runs_and_stores(ui_server, igakuqa_dir) -> None:  # type: ignore[no-untyped-def]
+    from gradio_client import Client
+
+    client = Client(ui_server.url, verbose=False)
+    result = client.predict("quick", ["en"], "loglik", 2, api_name="/self_benchmark")
+    status = result[0]
+    assert "complete" in status and "2/2" in status, status
+    conn = sqlite3.connect(ui_server.db_path)
+    try:
+        runs = conn.execute("select id, status, mode, language, n_answered from runs").fetchall()
+        answers = conn.execute("select run_id, problem_id, language, picked from answers").fetchall()
+    finally:
+        conn.close()
+    run_id = runs[-1][0]
+    assert runs[-1][1:] == ("complete", "loglik", "en", 2)
+    assert len([a for a in answers if a[0] == run_id]) == 2 and all(a[3] for a in answers)
+    # the export button writes that run as CSV (header + 2 answers)
+    exported = client.predict(run_id, api_name="/self_benchmark_export")
+    text = open(exported, encoding="utf-8").read()
+    assert text.count("\n") == 3 and "loglik" in text
