@@ -172,6 +172,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
     """Run (or resume) the benchmark, yielding a :class:`Progress` after each stored answer."""
     dataset = dataset or load_dataset(config.data_dir)
     items = plan(dataset, config)
+    build_prompt(items[0][0], items[0][1], config.template, config.shots)  # bad template/shots: fail before storing
     identity = config.identity(engine.card.sha256, dataset.fingerprint)
     key = config_key(identity)
     db = store.open_db(db_path)
