@@ -84,6 +84,7 @@ def _add_hparams(writer: gguf.GGUFWriter, base: BaseCheckpoint, name: str) -> No
     import gguf
 
     c = base.config
+    writer.add_type("model")
     writer.add_name(name)
     writer.add_context_length(int(c.get("max_position_embeddings", 32768)))
     writer.add_embedding_length(int(c["hidden_size"]))
