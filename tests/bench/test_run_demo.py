@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -156,3 +157,33 @@ def test_killed_run_resumes_without_loss_or_duplicates(demo_model_path: Path, ig
     after = [dict(r) for r in rows(db, "select * from answers order by id")]
     assert len(after) == 3 == len({(a["problem_id"], a["language"]) for a in after})
     assert after[: len(before)] == before  # nothing lost or rewritten
+
+
+def test_ctrl_c_stops_after_the_current_question_and_resumes(igakuqa_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "int.db"
+    env = {**os.environ, "JMEDLLM_DATA_DIR": str(tmp_path / "data")}
+    command = [*JMEDLLM, "bench", "run", "--model", "demo", "--gpu-layers", "0", "--ctx", "2048", "--set", "quick",
+               "--quick-size", "8", "--mode", "loglik", "--db", str(db), "--data-dir", str(igakuqa_dir),
+               "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if db.exists() and rows(db, "select count(*) from sqlite_master where name = 'answers'")[0][0]:
+                if rows(db, "select count(*) from answers")[0][0] >= 1:
+                    break
+            assert process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=120)[0].decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, output
+    assert "run the same command again to resume it" in output
+    run = rows(db, "select * from runs")[0]
+    assert run["status"] == "interrupted" and 1 <= run["n_answered"] < 8
+    resumed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert rows(db, "select count(*) from answers")[0][0] == 8
+    assert rows(db, "select count(*), status from runs")[0][:] == (1, "complete")
