@@ -67,12 +67,12 @@ def real_adapter(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> Pa
 
 
 def make_tiny(folder: Path, tokenizer_dir: Path, vocab_size: int = 151936, tied: bool = True,
-              seed: int = 0) -> Path:
+              seed: int = 0, hidden_size: int = 64) -> Path:
     """A random 2-layer Qwen2 with the real tokenizer, saved as float32 safetensors."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    config = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                          tie_word_embeddings=tied, rope_theta=1000000.0, rms_norm_eps=1e-6,
                          bos_token_id=151643, eos_token_id=151645, initializer_range=0.05)
