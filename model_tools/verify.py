@@ -19,9 +19,11 @@ from model_tools.probes import CONVERSION_PROBES, PERPLEXITY_TEXT, TOKENIZER_PRO
 if TYPE_CHECKING:
     import numpy as np
 
-# Conversion parity: normalized MSE of logits (sum (a-b)^2 / sum b^2) and top-1 agreement.
-CONVERSION_MAX_NMSE = 1e-4
-CONVERSION_MIN_TOP1 = 0.95
+# Conversion parity: normalized MSE of logits (sum (a-b)^2 / sum b^2) and top-1 agreement, by the
+# dtype the reference could be run in. A float32 reference needs 4 bytes per parameter; when that
+# does not fit (a 7B on 24 GiB), the bfloat16 reference's own rounding noise (measured 1.9e-4 NMSE,
+# 96% top-1 on Qwen2.5-0.5B against a correct F16 file) needs the looser limits.
+CONVERSION_LIMITS = {"float32": (1e-4, 0.95), "bfloat16": (1e-3, 0.90)}
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,10 @@ def conversion_parity(model_dir: Path, adapter_dir: Path | None, gguf_path: Path
         "top1_agreement": agree / positions,
         "max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(candidate, reference)),
         "nmse": err / norm,
-        "thresholds": {"max_nmse": CONVERSION_MAX_NMSE, "min_top1": CONVERSION_MIN_TOP1},
     }
-    result["passed"] = result["nmse"] <= CONVERSION_MAX_NMSE and result["top1_agreement"] >= CONVERSION_MIN_TOP1
+    max_nmse, min_top1 = CONVERSION_LIMITS[ref_dtype]
+    result["thresholds"] = {"max_nmse": max_nmse, "min_top1": min_top1}
+    result["passed"] = result["nmse"] <= max_nmse and result["top1_agreement"] >= min_top1
     return result
 
 
