@@ -66,10 +66,6 @@ class BaseCheckpoint:
         return int(self.config["num_hidden_layers"])
 
     @property
-    def tied_embeddings(self) -> bool:
-        return "lm_head.weight" not in self.tensors
-
-    @property
     def vocab_rows(self) -> int:
         return self.tensors["model.embed_tokens.weight"].shape[0]
 

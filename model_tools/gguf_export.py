@@ -134,7 +134,7 @@ def gguf_names(base: BaseCheckpoint) -> dict[str, str]:
     return names
 
 
-def _target_type(hf_name: str, ndim: int, out_type: str) -> str:
+def _target_type(ndim: int, out_type: str) -> str:
     """Norms and biases (1-D) stay F32; matrices take the output type."""
     return "f32" if ndim == 1 else out_type
 
@@ -173,7 +173,7 @@ def export_gguf(base: BaseCheckpoint, adapter: LoraAdapter | None, out_path: Pat
             _add_tokenizer(writer, base)
             kinds = {}
             for hf_name, entry in base.tensors.items():
-                kind = _target_type(hf_name, len(entry.shape), out_type)
+                kind = _target_type(len(entry.shape), out_type)
                 kinds[hf_name] = kind
                 writer.add_tensor_info(names[hf_name], entry.shape, np.dtype(np_dtype[kind]),
                                        entry.numel * itemsize[kind], raw_dtype=raw[kind])

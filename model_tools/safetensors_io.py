@@ -82,12 +82,6 @@ def torch_dtype(code: str) -> torch.dtype:
     return {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[code]
 
 
-def dtype_code(dtype: torch.dtype) -> str:
-    import torch
-
-    return {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[dtype]
-
-
 def load_tensor(entry: TensorEntry) -> torch.Tensor:
     """Read one tensor into a fresh buffer (no mmap, no pickle)."""
     import torch
