@@ -57,10 +57,16 @@ def test_browser_asks_in_japanese_and_page_stays_offline(ui_server: Server, tmp_
                 break
             time.sleep(0.05)
         page.screenshot(path=str(tmp_path / "ask.png"), full_page=True)
-        page.get_by_label("English").check()
+        page.locator("#ui-language").get_by_label("English").check()
         page.get_by_role("button", name="Ask", exact=True).wait_for(timeout=10_000)
-        assert page.get_by_role("tab", name="Model").count() == 1
+        page.get_by_role("tab", name="Model", exact=True).wait_for(timeout=10_000)
         page.screenshot(path=str(tmp_path / "english.png"), full_page=True)
+        # the Benchmark tab follows the toggle too, and its plots render without outside requests
+        page.get_by_role("tab", name="Benchmark").click()
+        page.get_by_role("button", name="Run self-benchmark").wait_for(timeout=10_000)
+        page.locator("#ui-language").get_by_label("日本語").check()
+        page.get_by_role("button", name="セルフベンチマークを実行").wait_for(timeout=10_000)
+        page.screenshot(path=str(tmp_path / "benchmark.png"), full_page=True)
         browser.close()
 
     assert seen, "no answer appeared"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import gradio as gr
@@ -11,31 +10,13 @@ from app.engine import EngineBusy, EngineError
 from app.history import record_question
 from app.prompts import TemplateError, paper_templates
 from app.qa import Question, QuestionError, ask, parse_choices
+from app.ui.cancels import CancelRegistry
 from app.ui.cards import model_card_markdown
 from app.ui.i18n import LANGUAGE_CHOICES, t
 from app.ui.labels import LANGUAGE_OPTIONS, Labeler
 from app.ui.state import AppState
 
 AUTO_TEMPLATE = "auto"
-
-
-class CancelRegistry:
-    """One cancel flag per browser session, so Stop only stops that session's answer."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-
-    def fresh(self, session: str) -> threading.Event:
-        with self._lock:
-            event = self._events[session] = threading.Event()
-            return event
-
-    def cancel(self, session: str) -> None:
-        with self._lock:
-            event = self._events.get(session)
-        if event is not None:
-            event.set()
 
 
 def _chosen_markdown(answer, lang: str) -> str:  # type: ignore[no-untyped-def]

@@ -10,8 +10,8 @@ The button's API name is ``self_benchmark`` with inputs (set_name, languages, mo
 
 from __future__ import annotations
 
+import json
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,42 +19,17 @@ import gradio as gr
 import pandas as pd
 
 from app.bench import store
-from app.bench.baselines import BASELINE_FILES, baseline_breakdown, paper_reported
+from app.bench.baselines import BASELINE_FILES, baseline_breakdown, baselines_for, paper_reported
 from app.bench.data import EXAMS, YEARS, DataError, Dataset, load_dataset
 from app.bench.export import write_export
 from app.bench.report import summarize
 from app.bench.runner import RunBusy, RunConfig, run_benchmark
 from app.bench.sets import SetError, SetSpec
 from app.engine import EngineError
+from app.ui.cancels import CancelRegistry
+from app.ui.i18n import t
+from app.ui.labels import Labeler
 from app.ui.state import AppState
-
-LABELS: dict[str, dict[str, str]] = {
-    "intro": {
-        "en": "### IgakuQA self-benchmark\nThe Japanese national medical licensing exam (2018-2022), scored like the "
-              "JMedLLM paper (Gestalt match) and at the bedside (pass/fail, contraindicated picks). Every run is kept "
-              "in the local database; Stop keeps it resumable.",
-        "ja": "### IgakuQA セルフベンチマーク\n医師国家試験（2018〜2022年）を、JMedLLM 論文と同じ方法（Gestalt 一致）と臨床の観点"
-              "（合否・禁忌肢の選択）で採点します。結果はすべてローカルのデータベースに保存され、中止しても再開できます。",
-    },
-    "set": {"en": "Question set", "ja": "問題セット"},
-    "languages": {"en": "Languages", "ja": "言語"},
-    "mode": {"en": "Mode", "ja": "方式"},
-    "limit": {"en": "Limit (questions, 0 = all)", "ja": "問題数の上限（0 = すべて）"},
-    "run": {"en": "Run self-benchmark", "ja": "セルフベンチマークを実行"},
-    "stop": {"en": "Stop", "ja": "中止"},
-    "status": {"en": "Status", "ja": "状況"},
-    "results": {"en": "Results", "ja": "結果"},
-    "pass_fail": {"en": "NMLE pass/fail per year", "ja": "年度別の国試合否"},
-    "by_year": {"en": "Accuracy by year vs baselines", "ja": "年度別正答率（ベースライン比較）"},
-    "by_category": {"en": "Accuracy by category vs baselines", "ja": "分野別正答率（ベースライン比較）"},
-    "history": {"en": "History of runs", "ja": "実行履歴"},
-    "runs": {"en": "Runs", "ja": "実行一覧"},
-    "run_id": {"en": "Run to export", "ja": "エクスポートする実行"},
-    "export": {"en": "Export CSV", "ja": "CSV をエクスポート"},
-    "refresh": {"en": "Refresh", "ja": "更新"},
-    "baselines": {"en": "Baselines on the same questions", "ja": "同じ問題でのベースライン"},
-    "paper": {"en": "Reported in the JMedLLM paper (its own question set)", "ja": "JMedLLM 論文の報告値（論文の問題セット）"},
-}
 
 SET_CHOICES = [("Quick check (20) / クイック", "quick"), ("Paper's set (1,455) / 論文セット", "paper")] + [
     (f"Full year {year} / {year}年 全問", str(year)) for year in sorted(YEARS)
@@ -63,29 +38,6 @@ MODE_CHOICES = [("Generate (paper's scoring) / 生成", "generate"), ("Log-likel
 LANG_CHOICES = [("日本語", "ja"), ("English", "en")]
 METRIC_NAMES = {"gestalt_paper": "Gestalt (paper)", "gestalt": "Gestalt (corrected)", "exact": "Exact",
                 "letter": "Letter (IgakuQA)"}
-
-
-def L(key: str, lang: str) -> str:  # noqa: N802
-    return LABELS[key].get(lang, LABELS[key]["en"])
-
-
-class _Cancels:
-    """One Stop flag per browser session."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-
-    def fresh(self, session: str) -> threading.Event:
-        with self._lock:
-            event = self._events[session] = threading.Event()
-            return event
-
-    def cancel(self, session: str) -> None:
-        with self._lock:
-            event = self._events.get(session)
-        if event is not None:
-            event.set()
 
 
 def spec_for(set_name: str) -> SetSpec:
@@ -110,9 +62,9 @@ def _languages(languages: list[str] | str | None) -> tuple[str, ...]:
 def results_frame(summary: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for lang, totals in summary.get("by_language", {}).items():
-        for metric, t in totals.items():
-            rows.append({"language": lang, "metric": METRIC_NAMES.get(metric, metric), "correct": t["correct"],
-                         "total": t["total"], "accuracy %": round((t["accuracy"] or 0) * 100, 1)})
+        for metric, tally_ in totals.items():
+            rows.append({"language": lang, "metric": METRIC_NAMES.get(metric, metric), "correct": tally_["correct"],
+                         "total": tally_["total"], "accuracy %": round((tally_["accuracy"] or 0) * 100, 1)})
     floor = summary.get("chance_floor_gestalt_paper")
     if floor and floor["total"]:
         rows.append({"language": "all", "metric": "Chance floor of Gestalt (empty answer)", "correct": floor["correct"],
@@ -123,7 +75,8 @@ def results_frame(summary: dict[str, Any]) -> pd.DataFrame:
         rows.append({"language": "all", "metric": "Contraindicated (禁忌) picks", "correct":
                      summary["contraindicated_questions"], "total": summary["answers"], "accuracy %": None})
     for b in summary.get("baselines", []):
-        rows.append({"language": "ja", "metric": f"Baseline: {b['name']} (letter)", "correct": b["correct"],
+        rows.append({"language": "en" if "English" in b["name"] else "ja",
+                     "metric": f"Baseline: {b['name']} (letter)", "correct": b["correct"],
                      "total": b["total"], "accuracy %": round((b["accuracy"] or 0) * 100, 1)})
     return pd.DataFrame(rows, columns=["language", "metric", "correct", "total", "accuracy %"])
 
@@ -144,27 +97,33 @@ def pass_fail_frame(summary: dict[str, Any]) -> pd.DataFrame:
                                        "general+clinical", "kinki", "answered"])
 
 
-def comparison_frame(rows: list[dict], dataset: Dataset, key: str) -> pd.DataFrame:
-    """Model accuracy (gestalt_paper) and each baseline's (letter) per ``key`` on the same questions."""
+def comparison_frame(rows: list[dict], dataset: Dataset, key: str,
+                     baselines: tuple[str, ...] = ("gpt4", "chatgpt", "gpt3", "student-majority")) -> pd.DataFrame:
+    """Model accuracy (gestalt_paper) and each baseline's (letter) per ``key`` on the same questions.
+
+    Gradio's BarPlot stacks bars that share an x value, so each bar gets its own x label
+    ("2018 · GPT-4") and the colour says who it is.
+    """
     out = []
     column = "exam" if key == "year" else "category"
     groups: dict[Any, list[int]] = {}
     for r in rows:
         groups.setdefault(r[column], []).append(int(r["gestalt_paper"]))
     label = (lambda v: str(EXAMS.get(v, v))) if key == "year" else str
+    results: dict[str, dict[str, float]] = {}
     for value, hits in groups.items():
-        out.append({key: label(value), "who": "this model", "accuracy": round(sum(hits) / len(hits), 4)})
+        results.setdefault(label(value), {})["this model"] = round(sum(hits) / len(hits), 4)
     ids = [r["problem_id"] for r in rows]
-    attr = "exam" if key == "year" else "category"
-    for name in ("gpt4", "chatgpt", "gpt3", "student-majority"):
-        for value, acc in baseline_breakdown(dataset, name, ids, attr).items():
-            out.append({key: label(value), "who": BASELINE_FILES[name], "accuracy": acc})
-    return pd.DataFrame(out, columns=[key, "who", "accuracy"])
+    for name in baselines:
+        for value, acc in baseline_breakdown(dataset, name, ids, column).items():
+            results.setdefault(label(value), {})[BASELINE_FILES[name]] = acc
+    for value in sorted(results):
+        for who, acc in results[value].items():
+            out.append({key: value, "bar": f"{value} · {who}", "who": who, "accuracy": acc})
+    return pd.DataFrame(out, columns=[key, "bar", "who", "accuracy"])
 
 
 def runs_frame(db_path: Path) -> pd.DataFrame:
-    import json
-
     cols = ["id", "started_at", "status", "model_file", "mode", "language", "question_set", "answered",
             "gestalt_paper %"]
     if not Path(db_path).exists():
@@ -192,9 +151,9 @@ def history_frame(runs: pd.DataFrame) -> pd.DataFrame:
                          "series": done["mode"] + " · " + done["language"]}).sort_values("run")
 
 
-def build_benchmark_tab(state: AppState, lang: str = "en") -> None:
+def build_benchmark_tab(state: AppState, labeler: Labeler, lang: str = "en") -> None:
     """Create the Benchmark tab's components inside the current ``gr.Tab``."""
-    cancels = _Cancels()
+    cancels = CancelRegistry()
     dataset_cache: dict[str, Dataset] = {}
 
     def get_dataset() -> Dataset:
@@ -202,32 +161,46 @@ def build_benchmark_tab(state: AppState, lang: str = "en") -> None:
             dataset_cache["d"] = load_dataset()
         return dataset_cache["d"]
 
-    gr.Markdown(L("intro", lang))
+    def text(key: str) -> str:
+        return t(f"bench_{key}", lang)
+
+    def follow(component: Any, key: str, attr: str = "label") -> Any:
+        """Register ``component`` so the UI language toggle relabels it."""
+        return labeler.add(component, f"bench_{key}", attr)
+
+    follow(gr.Markdown(text("intro")), "intro", "value")
     with gr.Row():
-        set_name = gr.Dropdown(SET_CHOICES, value="quick", label=L("set", lang), elem_id="bench-set")
-        languages = gr.CheckboxGroup(LANG_CHOICES, value=["ja"], label=L("languages", lang), elem_id="bench-langs")
-        mode = gr.Radio(MODE_CHOICES, value="generate", label=L("mode", lang), elem_id="bench-mode")
-        limit = gr.Number(value=0, precision=0, minimum=0, label=L("limit", lang), elem_id="bench-limit")
+        set_name = follow(gr.Dropdown(SET_CHOICES, value="quick", label=text("set"), elem_id="bench-set"), "set")
+        languages = follow(gr.CheckboxGroup(LANG_CHOICES, value=["ja"], label=text("languages"),
+                                            elem_id="bench-langs"), "languages")
+        mode = follow(gr.Radio(MODE_CHOICES, value="generate", label=text("mode"), elem_id="bench-mode"), "mode")
+        limit = follow(gr.Number(value=0, precision=0, minimum=0, label=text("limit"), elem_id="bench-limit"),
+                       "limit")
     with gr.Row():
-        run_button = gr.Button(L("run", lang), variant="primary", elem_id="bench-run")
-        stop_button = gr.Button(L("stop", lang), variant="stop", elem_id="bench-stop")
+        run_button = follow(gr.Button(text("run"), variant="primary", elem_id="bench-run"), "run", "value")
+        stop_button = follow(gr.Button(text("stop"), variant="stop", elem_id="bench-stop"), "stop", "value")
     status = gr.Markdown(elem_id="bench-status")
-    results = gr.Dataframe(label=L("results", lang), interactive=False, elem_id="bench-results")
-    pass_fail = gr.Dataframe(label=L("pass_fail", lang), interactive=False, elem_id="bench-passfail")
+    results = follow(gr.Dataframe(results_frame({}), label=text("results"), interactive=False,
+                                  elem_id="bench-results"), "results")
+    pass_fail = follow(gr.Dataframe(pass_fail_frame({}), label=text("pass_fail"), interactive=False,
+                                    elem_id="bench-passfail"), "pass_fail")
     with gr.Row():
-        year_plot = gr.BarPlot(x="year", y="accuracy", color="who", label=L("by_year", lang), y_lim=[0, 1])
-        category_plot = gr.BarPlot(x="category", y="accuracy", color="who", label=L("by_category", lang),
-                                   y_lim=[0, 1], x_label_angle=-45)
-    paper_table = gr.Dataframe(value=pd.DataFrame(paper_reported()), label=L("paper", lang), interactive=False)
+        year_plot = follow(gr.BarPlot(x="bar", y="accuracy", color="who", label=text("by_year"), y_lim=[0, 1],
+                                      x_label_angle=-45, sort=None, x_title="year · who"), "by_year")
+        category_plot = follow(gr.BarPlot(x="bar", y="accuracy", color="who", label=text("by_category"),
+                                          y_lim=[0, 1], x_label_angle=-60, sort=None, x_title="category · who"),
+                               "by_category")
+    follow(gr.Dataframe(value=pd.DataFrame(paper_reported()), label=text("paper"), interactive=False), "paper")
     with gr.Row():
-        history_plot = gr.LinePlot(lambda: history_frame(runs_frame(state.options.database)), x="run",
-                                   y="accuracy", color="series", label=L("history", lang))
-    runs_table = gr.Dataframe(lambda: runs_frame(state.options.database), label=L("runs", lang),
-                              interactive=False, elem_id="bench-runs")
+        history_plot = follow(gr.LinePlot(lambda: history_frame(runs_frame(state.options.database)), x="run",
+                                          y="accuracy", color="series", label=text("history")), "history")
+    runs_table = follow(gr.Dataframe(lambda: runs_frame(state.options.database), label=text("runs"),
+                                     interactive=False, elem_id="bench-runs"), "runs")
     with gr.Row():
-        export_id = gr.Number(value=None, precision=0, label=L("run_id", lang), elem_id="bench-export-id")
-        export_button = gr.Button(L("export", lang), elem_id="bench-export")
-        refresh_button = gr.Button(L("refresh", lang), elem_id="bench-refresh")
+        export_id = follow(gr.Number(value=None, precision=0, label=text("run_id"), elem_id="bench-export-id"),
+                           "run_id")
+        export_button = follow(gr.Button(text("export"), elem_id="bench-export"), "export", "value")
+        refresh_button = follow(gr.Button(text("refresh"), elem_id="bench-refresh"), "refresh", "value")
     export_file = gr.File(label="CSV", interactive=False)
 
     def history_outputs() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -242,12 +215,10 @@ def build_benchmark_tab(state: AppState, lang: str = "en") -> None:
             db.close()
         dataset = get_dataset()
         summary = summarize(rows, dataset)
-        from app.bench.baselines import baselines_for
-
         summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
         runs, history = history_outputs()
         return (message, results_frame(summary), pass_fail_frame(summary), comparison_frame(rows, dataset, "year"),
-                comparison_frame(rows, dataset, "category"), history, runs, run_id)
+                comparison_frame(rows, dataset, "category", ("gpt4", "student-majority")), history, runs, run_id)
 
     def run(set_name: str, languages: list[str] | str, mode: str, limit: float | None,
             request: gr.Request, progress: gr.Progress = gr.Progress()):  # noqa: B008
@@ -280,7 +251,7 @@ def build_benchmark_tab(state: AppState, lang: str = "en") -> None:
 
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id]
     run_button.click(run, inputs=[set_name, languages, mode, limit], outputs=outputs, api_name="self_benchmark",
-                     concurrency_limit=1)
+                     concurrency_limit=1, show_progress_on=status)
 
     def stop(request: gr.Request) -> None:
         cancels.cancel(getattr(request, "session_hash", None) or "api")
@@ -303,6 +274,7 @@ def build_benchmark_tab(state: AppState, lang: str = "en") -> None:
         return str(path)
 
     export_button.click(export, inputs=export_id, outputs=export_file, api_name="self_benchmark_export")
+
     def refresh() -> tuple[pd.DataFrame, pd.DataFrame]:
         runs, history = history_outputs()
         return history, runs

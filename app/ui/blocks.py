@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.ui.ask_tab import build_ask_tab
+from app.ui.benchmark_tab import build_benchmark_tab
 from app.ui.i18n import DEMO_WARNING, NOTICE, UI_LANGUAGES, t
 from app.ui.labels import Labeler
 from app.ui.model_tab import build_model_tab
@@ -37,7 +38,7 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
                 build_model_tab(state, labeler, lang, demo_notice)
             bench_tab = labeler.add(gr.Tab(t("tab_benchmark", lang), id="benchmark"), "tab_benchmark")
             with bench_tab:
-                _build_benchmark_tab(state, lang)
+                build_benchmark_tab(state, labeler, lang)
 
         def switch(choice: str) -> list:
             new_lang = UI_LANGUAGES[choice]
@@ -45,12 +46,3 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
 
         toggle.change(switch, inputs=toggle, outputs=[ui_lang, *labeler.components], queue=False)
     return demo
-
-
-def _build_benchmark_tab(state: AppState, lang: str) -> None:
-    import importlib.util  # TEMPORARY until the benchmark tab lands
-
-    if importlib.util.find_spec("app.ui.benchmark_tab"):
-        from app.ui.benchmark_tab import build_benchmark_tab
-
-        build_benchmark_tab(state, lang)

@@ -52,6 +52,29 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "abstained": {"ja": "どの選択肢にも一致しません（棄権）", "en": "Matches none of the options (abstained)"},
     "stopped": {"ja": "（停止しました）", "en": "(stopped)"},
+    "bench_intro": {
+        "en": "### IgakuQA self-benchmark\nThe Japanese national medical licensing exam (2018-2022), scored like the "
+              "JMedLLM paper (Gestalt match) and at the bedside (pass/fail, contraindicated picks). Every run is kept "
+              "in the local database; Stop keeps it resumable.",
+        "ja": "### IgakuQA セルフベンチマーク\n医師国家試験（2018〜2022年）を、JMedLLM 論文と同じ方法（Gestalt 一致）と臨床の観点"
+              "（合否・禁忌肢の選択）で採点します。結果はすべてローカルのデータベースに保存され、中止しても再開できます。",
+    },
+    "bench_set": {"en": "Question set", "ja": "問題セット"},
+    "bench_languages": {"en": "Languages", "ja": "言語"},
+    "bench_mode": {"en": "Mode", "ja": "方式"},
+    "bench_limit": {"en": "Limit (questions, 0 = all)", "ja": "問題数の上限（0 = すべて）"},
+    "bench_run": {"en": "Run self-benchmark", "ja": "セルフベンチマークを実行"},
+    "bench_stop": {"en": "Stop", "ja": "中止"},
+    "bench_results": {"en": "Results", "ja": "結果"},
+    "bench_pass_fail": {"en": "NMLE pass/fail per year", "ja": "年度別の国試合否"},
+    "bench_by_year": {"en": "Accuracy by year vs baselines", "ja": "年度別正答率（ベースライン比較）"},
+    "bench_by_category": {"en": "Accuracy by category vs baselines", "ja": "分野別正答率（ベースライン比較）"},
+    "bench_history": {"en": "History of runs", "ja": "実行履歴"},
+    "bench_runs": {"en": "Runs", "ja": "実行一覧"},
+    "bench_run_id": {"en": "Run to export", "ja": "エクスポートする実行"},
+    "bench_export": {"en": "Export CSV", "ja": "CSV をエクスポート"},
+    "bench_refresh": {"en": "Refresh", "ja": "更新"},
+    "bench_paper": {"en": "Reported in the JMedLLM paper (its own question set)", "ja": "JMedLLM 論文の報告値（論文の問題セット）"},
 }
 
 LANGUAGE_CHOICES = {
