@@ -10,11 +10,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from app.bench.data import Dataset, DataError
+from app.bench.data import Dataset, parse_jsonl
 from app.bench.scoring import igakuqa_letter_correct
 
 BASELINE_FILES = {
@@ -36,18 +35,8 @@ PAPER_REPORTED: dict[str, tuple[float | None, float | None]] = {
 
 
 def read_predictions(path: Path) -> list[dict]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: malformed JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or "problem_id" not in row:
-            raise DataError(f"{path}:{number}: not an object with a problem_id")
-        rows.append(row)
-    return rows
+    """The rows of a predictions JSONL file (IgakuQA's format), each with its line as ``_line``."""
+    return parse_jsonl(path.read_text(encoding="utf-8"), str(path))
 
 
 def baseline_predictions(dataset: Dataset, name: str) -> dict[str, str]:

@@ -134,24 +134,33 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
     raise DataError(missing_data_message(root))
 
 
-def _read_jsonl(path: Path, digest: hashlib._Hash, rel: str) -> list[dict]:
-    if not path.exists():
-        raise DataError(f"{rel}: file missing")
-    raw = path.read_bytes()
-    digest.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
+def parse_jsonl(text: str, name: str) -> list[dict]:
+    """The JSON objects of a JSONL text, each with its ``problem_id`` and its line number as ``_line``.
+
+    Blank lines are skipped; a malformed line or one without a ``problem_id`` is an error naming
+    ``name`` and the line.
+    """
     rows = []
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{rel}:{number}: malformed JSON ({exc.msg})") from None
+            raise DataError(f"{name}:{number}: malformed JSON ({exc.msg})") from None
         if not isinstance(row, dict) or "problem_id" not in row:
-            raise DataError(f"{rel}:{number}: not an object with a problem_id")
+            raise DataError(f"{name}:{number}: not an object with a problem_id")
         row["_line"] = number
         rows.append(row)
     return rows
+
+
+def _read_jsonl(path: Path, digest: hashlib._Hash, rel: str) -> list[dict]:
+    if not path.exists():
+        raise DataError(f"{rel}: file missing")
+    raw = path.read_bytes()
+    digest.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
+    return parse_jsonl(raw.decode("utf-8"), rel)
 
 
 def _require(row: dict, rel: str, key: str, kind: type | tuple[type, ...]) -> object:

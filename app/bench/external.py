@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app.bench.baselines import read_predictions
-from app.bench.data import Dataset, DataError
+from app.bench.data import DataError, Dataset
 from app.bench.report import tally
 from app.bench.scoring import METRICS, extract_response, igakuqa_letter_correct, score_response
 
@@ -22,7 +22,8 @@ MARKERS = {"ja": "### 応答：", "en": "### Response:"}
 def score_file(path: Path, dataset: Dataset, language: str = "ja") -> dict[str, Any]:
     by_id = dataset.by_id()
     rows: dict[str, list[dict]] = {m: [] for m in METRICS}
-    for number, item in enumerate(read_predictions(Path(path)), start=1):
+    for item in read_predictions(Path(path)):
+        number = item["_line"]
         question = by_id.get(item["problem_id"])
         if question is None:
             raise DataError(f"{path}:{number}: unknown problem_id {item['problem_id']!r}")
