@@ -85,7 +85,8 @@ def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None
     """Ask QUESTION and stream the answer (a multiple-choice question when --choices are given)."""
     from app.engine import EngineError
     from app.prompts import TemplateError
-    from app.qa import Question, QuestionError, ask as ask_model, parse_choices
+    from app.qa import Question, QuestionError, parse_choices
+    from app.qa import ask as ask_model
 
     engine = load_engine(model, gpu_layers, n_ctx, threads)
     item = Question(text=question, choices=parse_choices("\n".join(choices)), language=lang,
@@ -155,7 +156,8 @@ def model_info(path: str | None, as_json: bool) -> None:
 def serve(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, host: str, port: int,
           auth_file: Path | None, history: bool, db: Path | None) -> None:
     """Start the web UI on HOST:PORT with the given model loaded."""
-    from app.ui.server import ServeOptions, serve as serve_ui
+    from app.ui.server import ServeOptions
+    from app.ui.server import serve as serve_ui
 
     engine = load_engine(model, gpu_layers, n_ctx, threads)
     options = ServeOptions(host=host, port=port, auth_file=auth_file, history=history, db_path=db,

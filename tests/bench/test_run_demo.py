@@ -36,6 +36,18 @@ def rows(db: Path, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         conn.close()
 
 
+def wait_for_first_answer(process: subprocess.Popen, db: Path, poll_s: float) -> None:
+    """Wait until ``process`` has committed at least one answer to ``db``; fail if it dies first."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if db.exists() and rows(db, "select count(*) from sqlite_master where name = 'answers'")[0][0]:
+            if rows(db, "select count(*) from answers")[0][0] >= 1:
+                return
+        assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+        time.sleep(poll_s)
+    pytest.fail("no answer stored in time")
+
+
 @pytest.fixture(scope="module")
 def filled_db(bench_engine, dataset, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """One generate run (2 quick questions x ja+en) and one loglik run (same questions, ja)."""
@@ -132,16 +144,8 @@ def test_killed_run_resumes_without_loss_or_duplicates(demo_model_path: Path, ig
     command = [*JMEDLLM, "bench", "run", "--model", "demo", "--gpu-layers", "0", "--ctx", "2048", "--set", "quick",
                "--quick-size", "3", "--lang", "en", "--db", str(db), "--data-dir", str(igakuqa_dir), "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline:
-            if db.exists() and rows(db, "select count(*) from sqlite_master where name = 'answers'")[0][0]:
-                if rows(db, "select count(*) from answers")[0][0] >= 1:
-                    break
-            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-            time.sleep(0.2)
-        else:
-            pytest.fail("no answer stored in time")
+        wait_for_first_answer(process, db, poll_s=0.2)
     finally:
         process.kill()
         process.wait()
@@ -166,14 +170,8 @@ def test_ctrl_c_stops_after_the_current_question_and_resumes(igakuqa_dir: Path, 
                "--quick-size", "8", "--mode", "loglik", "--db", str(db), "--data-dir", str(igakuqa_dir),
                "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline:
-            if db.exists() and rows(db, "select count(*) from sqlite_master where name = 'answers'")[0][0]:
-                if rows(db, "select count(*) from answers")[0][0] >= 1:
-                    break
-            assert process.poll() is None
-            time.sleep(0.05)
+        wait_for_first_answer(process, db, poll_s=0.05)
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=120)[0].decode()
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from app.bench.data import Question
 from app.bench.safety import PASS_LINES, QuestionResult, pass_fail
 
@@ -20,7 +22,8 @@ def exam_116() -> list[Question]:
     return qs
 
 
-def results(qs: list[Question], wrong: set[str] = set(), kinki: set[str] = set()) -> dict[str, QuestionResult]:
+def results(qs: list[Question], wrong: AbstractSet[str] = frozenset(),
+            kinki: AbstractSet[str] = frozenset()) -> dict[str, QuestionResult]:
     return {x.problem_id: QuestionResult(x.problem_id, x.problem_id not in wrong, x.problem_id in kinki) for x in qs}
 
 
