@@ -5,8 +5,9 @@ Reference: peft ``merge_and_unload`` + ``save_pretrained``, then llama.cpp's ``c
 folder, never committed), then the same llama.cpp quantizer. Each step runs in its own process;
 wall time is summed and peak RSS is the largest of the steps (``wait4`` rusage).
 
-Checkpoints: ``qwen05`` (the demo Qwen2.5-0.5B as a bf16 HF checkpoint) and ``7b4`` (random weights
-with Qwen2-7B's exact shapes but 4 layers, which holds the full model's largest tensors).
+Checkpoints: ``qwen05`` (the demo Qwen2.5-0.5B as a bf16 HF checkpoint) and ``7b<N>``, e.g. ``7b4``
+(random weights with Qwen2-7B's exact shapes but N layers: even 4 hold the full model's largest
+tensors; more layers show how each path's peak grows with the model).
 
     .venv/bin/python scripts/bench_convert.py --work /tmp/bench-convert --checkpoint qwen05 --checkpoint 7b4
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,7 +45,7 @@ if kind == "qwen05":
     model.hf_quantizer = None; model.is_quantized = False; del model.config.quantization_config
     model = model.to(torch.bfloat16)
 else:
-    cfg = Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=4,
+    cfg = Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=int(kind[2:]),
                       num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
                       rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
                       bos_token_id=151643, eos_token_id=151645)
@@ -138,10 +140,11 @@ def bench(kind: str, work: Path, quant: str) -> dict[str, object]:
         click.echo(f"[{kind}] preparing inputs (not timed)")
         subprocess.run([PY, "-c", _PREPARE, kind, str(base), str(adapter)], cwd=REPO, check=True)
     for sub in ("ours", "ref"):
-        subprocess.run(["rm", "-rf", str(folder / sub)], check=True)
+        shutil.rmtree(folder / sub, ignore_errors=True)
     click.echo(f"[{kind}] jmedllm convert build")
     ours = run_measured([PY, "-m", "app.cli", "convert", "build", "--base", str(base), "--adapter",
                          str(adapter), "--out", str(folder / "ours"), "--quant", quant, "--no-verify"])
+    shutil.rmtree(folder / "ours")  # outputs are not kept: the 7b<N> checkpoints are large
     click.echo(f"[{kind}] reference: peft merge + convert_hf_to_gguf.py + quantize")
     conv = converter_dir(work)
     (folder / "ref").mkdir()
@@ -159,6 +162,7 @@ def bench(kind: str, work: Path, quant: str) -> dict[str, object]:
     reference = {"wall_s": round(sum(s["wall_s"] for s in ref_steps.values()), 1)}
     for key in ("peak_rss_gib", "peak_anon_gib", "peak_file_gib"):
         reference[key] = max(s[key] for s in ref_steps.values())
+    shutil.rmtree(folder / "ref")
     click.echo(f"[{kind}] our steps alone: convert export, convert quantize")
     ours_steps = {
         "convert export (merge+f16)": run_measured(
@@ -168,6 +172,7 @@ def bench(kind: str, work: Path, quant: str) -> dict[str, object]:
             [PY, "-m", "app.cli", "convert", "quantize", "--input", str(folder / "ours" / "step-f16.gguf"),
              "--out", str(folder / "ours" / "step-q.gguf"), "--type", quant]),
     }
+    shutil.rmtree(folder / "ours")
     config = json.loads((base / "config.json").read_text())
     return {"checkpoint": kind, "layers": config["num_hidden_layers"], "quant": quant,
             "ours": {**ours, "steps": ours_steps}, "reference": {**reference, "steps": ref_steps},
@@ -179,8 +184,9 @@ def bench(kind: str, work: Path, quant: str) -> dict[str, object]:
 @click.command()
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=Path("/tmp/bench-convert"),
               show_default=True)
-@click.option("--checkpoint", "kinds", multiple=True, type=click.Choice(["qwen05", "7b4"]),
-              default=("qwen05", "7b4"), show_default=True)
+@click.option("--checkpoint", "kinds", multiple=True, default=("qwen05", "7b4"), show_default=True,
+              callback=lambda ctx, param, value: [_checkpoint(v) for v in value],
+              help="qwen05, or 7b<N> for Qwen2-7B's shapes with N layers.")
 @click.option("--quant", default="Q4_K_M", show_default=True)
 def main(work: Path, kinds: tuple[str, ...], quant: str) -> None:
     """Print wall time and peak RSS of both paths and their ratios, as a table and JSON."""
@@ -196,9 +202,15 @@ def main(work: Path, kinds: tuple[str, ...], quant: str) -> None:
         click.echo(f"{r['checkpoint']:<10}{'ratio ours/reference':<34}{r['wall_ratio']:>8}{r['rss_ratio']:>10}"
                    f"{r['anon_ratio']:>8}")
     for r in results:
-        if r["checkpoint"] == "7b4":
+        if r["checkpoint"].startswith("7b"):
             click.echo(projection(r))
     click.echo(json.dumps(results, indent=2))
+
+
+def _checkpoint(value: str) -> str:
+    if value == "qwen05" or (value.startswith("7b") and value[2:].isdigit() and 0 < int(value[2:]) <= 28):
+        return value
+    raise click.BadParameter(f"{value!r}: use qwen05 or 7b<N> with 1 <= N <= 28")
 
 
 def qwen2_7b_params(layers: int) -> int:
@@ -209,19 +221,21 @@ def qwen2_7b_params(layers: int) -> int:
 
 
 def projection(r: dict[str, object]) -> str:
-    """Project the 4-layer figures to the full 28 layers.
+    """Project the figures measured with N layers to the full 28 layers.
 
     Ours: memory does not grow with layers (merge/export hold one tensor at a time, and llama.cpp's
     quantizer converts one tensor at a time; the largest, the 152064x3584 embedding, is already in
-    the 4-layer model). Reference: the peft merge loads the whole model, so its peak scales with the
+    the N-layer model). Reference: the peft merge loads the whole model, so its peak scales with the
     parameter count, while its other steps stay as measured.
     """
-    scale = qwen2_7b_params(28) / qwen2_7b_params(4)
+    layers = int(r["layers"])  # type: ignore[arg-type]
+    scale = qwen2_7b_params(28) / qwen2_7b_params(layers)
     ours, ref = r["ours"], r["reference"]  # type: ignore[index]
     steps = dict(ref["steps"])  # type: ignore[index]
     merge = steps.pop("peft merge + save_pretrained")
     ref_peak = max(merge["peak_rss_gib"] * scale, *(s["peak_rss_gib"] for s in steps.values()))
-    return (f"projection to 28 layers ({qwen2_7b_params(28) / 1e9:.2f} B params, x{scale:.2f} the 4-layer model): "
+    return (f"projection to 28 layers ({qwen2_7b_params(28) / 1e9:.2f} B params, "
+            f"x{scale:.2f} the {layers}-layer model): "
             f"ours ~{ours['peak_rss_gib']:.1f} GiB peak RSS (layer-independent), "  # type: ignore[index]
             f"reference ~{ref_peak:.1f} GiB (peft merge holds the whole model); "
             f"ratio ~{ours['peak_rss_gib'] / ref_peak:.2f}")  # type: ignore[index]
