@@ -88,9 +88,9 @@ def pass_fail_frame(summary: dict[str, Any]) -> pd.DataFrame:
             "language": o["language"], "year": o["year"],
             "estimate": "image questions counted wrong" if o["estimate"] == "images_wrong" else "text-only projection",
             "result": "PASS" if o["passed"] else "FAIL",
-            "required (B+E)": f"{o['required_points']}/{o['required_total']} (≥{o['required_line']})",
-            "general+clinical": f"{o['general_points']}/{o['general_total']} (≥{o['general_line']})",
-            "kinki": f"{o['kinki_questions']} (≤{o['kinki_max']})",
+            "required (B+E)": f"{o['required_points']:.4g}/{o['required_total']} (≥{o['required_line']})",
+            "general+clinical": f"{o['general_points']:.4g}/{o['general_total']} (≥{o['general_line']})",
+            "kinki": f"{o['kinki_questions']:.3g} (≤{o['kinki_max']})",
             "answered": f"{o['answered']}/{o['questions']}" + ("" if o["complete"] else " incomplete"),
         })
     return pd.DataFrame(rows, columns=["language", "year", "estimate", "result", "required (B+E)",

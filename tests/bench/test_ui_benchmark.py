@@ -17,6 +17,11 @@ def test_self_benchmark_button_runs_and_stores(ui_server, igakuqa_dir) -> None: 
     result = client.predict("quick", ["en"], "loglik", 2, api_name="/self_benchmark")
     status = result[0]
     assert "complete" in status and "2/2" in status, status
+    metrics = {row[1] for row in result[1]["data"]}
+    assert {"Gestalt (paper)", "Gestalt (corrected)", "Exact", "Letter (IgakuQA)"} <= metrics, metrics
+    pass_fail = result[2]
+    assert {row[2] for row in pass_fail["data"]} == {"image questions counted wrong", "text-only projection"}
+    assert all(row[3] in ("PASS", "FAIL") and "incomplete" in row[7] for row in pass_fail["data"])
     conn = sqlite3.connect(ui_server.db_path)
     try:
         runs = conn.execute("select id, status, mode, language, n_answered from runs").fetchall()
