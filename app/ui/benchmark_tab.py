@@ -59,6 +59,10 @@ def _languages(languages: list[str] | str | None) -> tuple[str, ...]:
     return chosen or ("ja",)
 
 
+def _percent(fraction: float | None) -> str:
+    return f"{fraction * 100:.1f}%" if fraction is not None else "-"
+
+
 def results_frame(summary: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for lang, totals in summary.get("by_language", {}).items():
@@ -151,7 +155,7 @@ def history_frame(runs: pd.DataFrame) -> pd.DataFrame:
                          "series": done["mode"] + " · " + done["language"]}).sort_values("run")
 
 
-def build_benchmark_tab(state: AppState, labeler: Labeler, lang: str = "en") -> None:
+def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str = "en") -> None:
     """Create the Benchmark tab's components inside the current ``gr.Tab``."""
     cancels = CancelRegistry()
     dataset_cache: dict[str, Dataset] = {}
@@ -220,7 +224,7 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, lang: str = "en") -> 
         return (message, results_frame(summary), pass_fail_frame(summary), comparison_frame(rows, dataset, "year"),
                 comparison_frame(rows, dataset, "category", ("gpt4", "student-majority")), history, runs, run_id)
 
-    def run(set_name: str, languages: list[str] | str, mode: str, limit: float | None,
+    def run(set_name: str, languages: list[str] | str, mode: str, limit: float | None, ui_lang: str,
             request: gr.Request, progress: gr.Progress = gr.Progress()):  # noqa: B008
         session = getattr(request, "session_hash", None) or "api"
         cancel = cancels.fresh(session)
@@ -235,22 +239,21 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, lang: str = "en") -> 
         try:
             for event in run_benchmark(state.engine, state.options.database, config, cancel, dataset):
                 last = event
-                acc = f"{event.accuracy * 100:.1f}%" if event.accuracy is not None else "-"
                 eta = f"{event.eta_s:.0f} s" if event.eta_s is not None else "-"
-                progress((event.done, event.total), desc=f"accuracy {acc} · left {eta}", unit="answers")
+                progress((event.done, event.total), unit="answers",
+                         desc=t("bench_progress", ui_lang).format(acc=_percent(event.accuracy), eta=eta))
         except (RunBusy, EngineError, SetError) as exc:
             raise gr.Error(str(exc)) from exc
         assert last is not None
-        acc = f"{last.accuracy * 100:.1f}%" if last.accuracy is not None else "-"
-        resumed = f" (resumed with {last.resumed} already answered)" if last.resumed else ""
-        message = (f"**Run {last.run_id}: {last.status}** · {last.done}/{last.total} answers{resumed} · "
-                   f"Gestalt (paper) accuracy {acc}")
+        resumed = t("bench_resumed", ui_lang).format(n=last.resumed) if last.resumed else ""
+        message = t("bench_done", ui_lang).format(run=last.run_id, status=last.status, done=last.done,
+                                                  total=last.total, resumed=resumed, acc=_percent(last.accuracy))
         if last.status != "complete":
-            message += " · press the button again with the same settings to resume / 同じ設定で再実行すると再開します"
+            message += t("bench_resume_hint", ui_lang)
         return render(last.run_id, message)
 
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id]
-    run_button.click(run, inputs=[set_name, languages, mode, limit], outputs=outputs, api_name="self_benchmark",
+    run_button.click(run, inputs=[set_name, languages, mode, limit, ui_lang], outputs=outputs, api_name="self_benchmark",
                      concurrency_limit=1, show_progress_on=status)
 
     def stop(request: gr.Request) -> None:

@@ -38,7 +38,7 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
                 build_model_tab(state, labeler, lang, demo_notice)
             bench_tab = labeler.add(gr.Tab(t("tab_benchmark", lang), id="benchmark"), "tab_benchmark")
             with bench_tab:
-                build_benchmark_tab(state, labeler, lang)
+                build_benchmark_tab(state, labeler, ui_lang, lang)
 
         def switch(choice: str) -> list:
             new_lang = UI_LANGUAGES[choice]

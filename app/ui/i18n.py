@@ -74,6 +74,12 @@ TEXT: dict[str, dict[str, str]] = {
     "bench_run_id": {"en": "Run to export", "ja": "エクスポートする実行"},
     "bench_export": {"en": "Export CSV", "ja": "CSV をエクスポート"},
     "bench_refresh": {"en": "Refresh", "ja": "更新"},
+    "bench_progress": {"en": "accuracy {acc} · {eta} left", "ja": "正答率 {acc} · 残り {eta}"},
+    "bench_done": {"en": "**Run {run}: {status}** · {done}/{total} answers{resumed} · Gestalt (paper) accuracy {acc}",
+                   "ja": "**実行 {run}: {status}** · {done}/{total} 件回答{resumed} · Gestalt（論文方式）正答率 {acc}"},
+    "bench_resumed": {"en": " (resumed with {n} already answered)", "ja": "（回答済みの {n} 件から再開）"},
+    "bench_resume_hint": {"en": " · press the button again with the same settings to resume",
+                          "ja": " · 同じ設定でもう一度押すと再開します"},
     "bench_paper": {"en": "Reported in the JMedLLM paper (its own question set)", "ja": "JMedLLM 論文の報告値（論文の問題セット）"},
 }
 
