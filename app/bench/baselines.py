@@ -23,6 +23,7 @@ BASELINE_FILES = {
     "student-majority": "Student majority",
     "translate_chatgpt-en": "ChatGPT (English translation)",
 }
+ENGLISH_BASELINES = frozenset({"translate_chatgpt-en"})  # the others answered the Japanese questions
 
 # Gestalt accuracy (%) on IgakuQA as reported in the JMedLLM-v1 paper: (ja, en).
 PAPER_REPORTED: dict[str, tuple[float | None, float | None]] = {
@@ -57,7 +58,8 @@ def score_baseline(dataset: Dataset, name: str, problem_ids: Iterable[str]) -> d
     by_id = dataset.by_id()
     ids = [p for p in problem_ids if p in by_id]
     correct = sum(igakuqa_letter_correct(p, predictions.get(p, ""), by_id[p].answer) for p in ids)
-    return {"name": BASELINE_FILES.get(name, name), "key": name, "metric": "letter", "correct": correct,
+    return {"name": BASELINE_FILES.get(name, name), "key": name,
+            "language": "en" if name in ENGLISH_BASELINES else "ja", "metric": "letter", "correct": correct,
             "total": len(ids), "accuracy": round(correct / len(ids), 4) if ids else None,
             "available": bool(predictions)}
 

@@ -77,7 +77,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                         token_limit: float, history_on: bool, ui_lang: str,
                         request: gr.Request) -> Iterator[tuple[str, str, str]]:
         engine = state.engine
-        cancel = cancels.fresh(request.session_hash or "local")
+        cancel = cancels.fresh(request)
         item = Question(
             text=text or "",
             choices=parse_choices(raw_choices),
@@ -114,6 +114,6 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
     )
 
     def stop(request: gr.Request) -> None:
-        cancels.cancel(request.session_hash or "local")
+        cancels.cancel(request)
 
     stop_button.click(stop, inputs=None, outputs=None, api_name="stop", queue=False)

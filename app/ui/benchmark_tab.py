@@ -79,8 +79,7 @@ def results_frame(summary: dict[str, Any]) -> pd.DataFrame:
         rows.append({"language": "all", "metric": "Contraindicated (禁忌) picks", "correct":
                      summary["contraindicated_questions"], "total": summary["answers"], "accuracy %": None})
     for b in summary.get("baselines", []):
-        rows.append({"language": "en" if "English" in b["name"] else "ja",
-                     "metric": f"Baseline: {b['name']} (letter)", "correct": b["correct"],
+        rows.append({"language": b["language"], "metric": f"Baseline: {b['name']} (letter)", "correct": b["correct"],
                      "total": b["total"], "accuracy %": round((b["accuracy"] or 0) * 100, 1)})
     return pd.DataFrame(rows, columns=["language", "metric", "correct", "total", "accuracy %"])
 
@@ -226,8 +225,7 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
 
     def run(set_name: str, languages: list[str] | str, mode: str, limit: float | None, ui_lang: str,
             request: gr.Request, progress: gr.Progress = gr.Progress()):  # noqa: B008
-        session = getattr(request, "session_hash", None) or "api"
-        cancel = cancels.fresh(session)
+        cancel = cancels.fresh(request)
         try:
             spec = spec_for(set_name)
             dataset = get_dataset()
@@ -253,11 +251,11 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         return render(last.run_id, message)
 
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id]
-    run_button.click(run, inputs=[set_name, languages, mode, limit, ui_lang], outputs=outputs, api_name="self_benchmark",
-                     concurrency_limit=1, show_progress_on=status)
+    run_button.click(run, inputs=[set_name, languages, mode, limit, ui_lang], outputs=outputs,
+                     api_name="self_benchmark", concurrency_limit=1, show_progress_on=status)
 
     def stop(request: gr.Request) -> None:
-        cancels.cancel(getattr(request, "session_hash", None) or "api")
+        cancels.cancel(request)
 
     stop_button.click(stop, inputs=None, outputs=None, queue=False, api_name="self_benchmark_stop")
 
