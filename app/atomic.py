@@ -3,30 +3,49 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_writer(target: Path) -> Iterator[BinaryIO]:
-    """Yield a binary file that replaces ``target`` only if the block finishes without error.
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path that is renamed to ``target`` only if the block succeeds.
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed, so nothing
-    half-written is ever left under the target's name or beside it.
+    Whatever writes the path (this module or another library), the result gets the permissions
+    of a normally created file (``0o666`` less the umask). On any exception, KeyboardInterrupt
+    included, the temporary file is removed, so nothing half-written is left under the target's
+    name or beside it.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    tmp = Path(tmp_name)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file, flushed and fsynced, that replaces ``target`` only if the block succeeds."""
+    with atomic_path(target) as tmp, tmp.open("wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` atomically as UTF-8 JSON, indented by 2, non-ASCII kept as is, no trailing newline."""
+    with atomic_writer(Path(path)) as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))

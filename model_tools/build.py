@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.atomic import atomic_writer
+from app.atomic import atomic_writer, write_json_atomic
 from app.hashing import sha256_file
 from model_tools.checkpoint import BaseCheckpoint, LoraAdapter, open_adapter, open_base
 from model_tools.files import require_free_space
 from model_tools.gguf_export import export_gguf
 from model_tools.lora_merge import save_merged
 from model_tools.quantize import BITS_PER_WEIGHT, quantize
-from model_tools.verify import format_table, run_verification
+from model_tools.verify import run_verification
 
 LIBRARIES = ("jmedllm", "llama-cpp-python", "gguf", "torch", "transformers", "peft", "safetensors", "numpy")
 _DISK_MARGIN = 1.05
@@ -69,18 +68,14 @@ def _describe_output(path: Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_writer(path) as handle:
-        handle.write(json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
-
-
 def model_card(name: str, base: BaseCheckpoint, adapter: LoraAdapter | None, manifest: dict[str, Any]) -> str:
     """A short Markdown model card from the manifest."""
     lines = [f"# {name}", "",
              f"GGUF build of `{base.path.name}` (Qwen2, {base.n_layers} layers, "
              f"{base.n_params() / 1e9:.2f} B parameters)"
              + (f" merged with the LoRA adapter `{adapter.path.name}` (r={adapter.config.get('r')}, "
-                f"alpha={adapter.config.get('lora_alpha')}, {len(adapter.targets)} weights adapted)." if adapter else "."),
+                f"alpha={adapter.config.get('lora_alpha')}, {len(adapter.targets)} weights adapted)."
+                if adapter else "."),
              "", "Built with `jmedllm convert build`; see `manifest.json` for input and output hashes.", "",
              "| file | size | sha256 |", "|---|---|---|"]
     for out in manifest["outputs"]:
@@ -92,7 +87,8 @@ def model_card(name: str, base: BaseCheckpoint, adapter: LoraAdapter | None, man
                   f"- tokenizer parity (Hugging Face vs llama.cpp): {tok['probes'] - len(tok['mismatches'])}/"
                   f"{tok['probes']} bilingual probes identical",
                   f"- conversion parity ({conv['gguf']} vs the peft-merged model): top-1 agreement "
-                  f"{conv['top1_agreement']:.3f}, normalized MSE {conv['nmse']:.2e}, max |diff| {conv['max_abs_diff']:.3f}"]
+                  f"{conv['top1_agreement']:.3f}, normalized MSE {conv['nmse']:.2e}, "
+                  f"max |diff| {conv['max_abs_diff']:.3f}"]
         for quant_type, entry in report.get("quantization", {}).get("types", {}).items():
             lines.append(f"- {quant_type} vs F16: mean KL {entry['mean_kl']:.4f}, top-1 {entry['top1_agreement']:.3f}, "
                          f"perplexity ratio {entry['ppl_ratio']:.4f}")
@@ -122,8 +118,7 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: 
     report = None
     if verify:
         report = run_verification(base.path, adapter.path if adapter else None, gguf_path, base.n_params(), quantized)
-        _write_json(out_dir / "verification.json", report)
-        print(format_table(report))
+        write_json_atomic(out_dir / "verification.json", report)
     outputs = [gguf_path, *quantized.values()]
     manifest = {
         "name": name,
@@ -134,13 +129,14 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: 
                    "lora": {"targets": len(adapter.targets), "r": adapter.config.get("r"),
                             "lora_alpha": adapter.config.get("lora_alpha"),
                             "use_rslora": bool(adapter.config.get("use_rslora"))} if adapter else None},
-        "settings": {"out_type": out_type, "quant_types": quant_types, "merged_dir": str(merged_dir) if merged_dir else None},
+        "settings": {"out_type": out_type, "quant_types": quant_types,
+                     "merged_dir": str(merged_dir) if merged_dir else None},
         "tools": library_versions(),
         "outputs": [_describe_output(p) for p in outputs],
         "verification": report,
     }
     manifest_path = out_dir / "manifest.json"
-    _write_json(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest)
     with atomic_writer(out_dir / "MODEL_CARD.md") as handle:
         handle.write(model_card(name, base, adapter, manifest).encode("utf-8"))
     return BuildResult(outputs, report, manifest_path)

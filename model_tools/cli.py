@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import ParamSpec, TypeVar
 
 import click
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 _FILE = click.Path(dir_okay=False, path_type=Path)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _interrupt_on_sigterm() -> None:
@@ -21,7 +26,7 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _run(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _run(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     from model_tools.checkpoint import ConvertError
 
     _interrupt_on_sigterm()
@@ -65,9 +70,12 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant: list[s
           merged_dir: Path | None, no_verify: bool, threads: int | None) -> None:
     """Everything: validate, merge, export, quantize, verify, manifest and model card."""
     from model_tools.build import build as run_build
+    from model_tools.verify import format_table
 
     result = _run(run_build, base_dir, adapter_dir, out_dir, quant, outtype, name, merged_dir,
                   not no_verify, threads)
+    if result.report is not None:
+        click.echo(format_table(result.report))
     for path in result.outputs:
         click.echo(f"wrote {path}")
     click.echo(f"manifest: {result.manifest}")

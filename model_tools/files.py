@@ -1,4 +1,7 @@
-"""Output safety: atomic paths and folders for files written by other libraries, disk checks."""
+"""Output safety: atomic folders for files written by other libraries, disk checks.
+
+Single files are written through :func:`app.atomic.atomic_path`.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from model_tools.checkpoint import ConvertError
-
-
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; it is renamed to ``target`` on success, deleted on any error."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

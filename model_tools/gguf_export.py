@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from app.atomic import atomic_path
 from model_tools.checkpoint import BaseCheckpoint, ConvertError, LoraAdapter
-from model_tools.files import atomic_path
 from model_tools.lora_merge import merged_tensors
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def build_vocab(base: BaseCheckpoint) -> Vocab:
     import gguf
 
     model = base.tokenizer["model"]
-    by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
+    by_id: dict[int, tuple[str, gguf.TokenType]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
     for added in base.tokenizer.get("added_tokens", []):
         kind = gguf.TokenType.CONTROL if added.get("special") or _looks_special(added["content"]) \
             else gguf.TokenType.USER_DEFINED
@@ -71,7 +71,8 @@ def build_vocab(base: BaseCheckpoint) -> Vocab:
     if "bos" not in special and "<|endoftext|>" in token_ids:
         special["bos"] = token_ids["<|endoftext|>"]
     if "eos" not in special:
-        raise ConvertError("cannot determine the eos token (tokenizer_config.json eos_token / config.json eos_token_id)")
+        raise ConvertError("cannot determine the eos token "
+                           "(tokenizer_config.json eos_token / config.json eos_token_id)")
     return Vocab(tokens, types, merges, special)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from app.atomic import atomic_path
 from model_tools.checkpoint import ConvertError
-from model_tools.files import atomic_path
 
 QUANT_TYPES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 # Approximate bits per weight of each type (llama.cpp's quantize table), for disk estimates.
@@ -23,7 +23,8 @@ def parse_quant_types(value: str) -> list[str]:
     types = [v.strip().upper() for v in value.split(",") if v.strip()]
     unknown = [t for t in types if t not in QUANT_TYPES]
     if unknown or not types:
-        raise ConvertError(f"unsupported quantization type(s) {unknown or value!r}; choose from {', '.join(QUANT_TYPES)}")
+        raise ConvertError(f"unsupported quantization type(s) {unknown or value!r}; "
+                           f"choose from {', '.join(QUANT_TYPES)}")
     return types
 
 
@@ -58,7 +59,8 @@ def quantize(src: Path, dst: Path, quant_type: str = "Q4_K_M", threads: int | No
         with atomic_path(Path(dst)) as tmp:
             status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
             if status != 0:
-                raise ConvertError(f"llama.cpp failed to quantize {src.name} to {quant_type}: {' '.join(errors) or status}")
+                raise ConvertError(f"llama.cpp failed to quantize {src.name} to {quant_type}: "
+                                   f"{' '.join(errors) or status}")
     finally:
         llama_cpp.llama_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
         bar.close()

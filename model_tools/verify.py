@@ -9,15 +9,17 @@ next one, to keep the peak memory at one model.
 from __future__ import annotations
 
 import gc
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.atomic import write_json_atomic
 from model_tools.probes import CONVERSION_PROBES, PERPLEXITY_TEXT, TOKENIZER_PROBES
 
 if TYPE_CHECKING:
+    import llama_cpp
     import numpy as np
+    from transformers import PreTrainedTokenizerBase
 
 # Conversion parity: normalized MSE of logits (sum (a-b)^2 / sum b^2) and top-1 agreement, by the
 # dtype the reference could be run in. A float32 reference needs 4 bytes per parameter; when that
@@ -47,14 +49,14 @@ def _free() -> None:
     gc.collect()
 
 
-def _llama(path: Path, n_ctx: int, logits: bool = True, vocab_only: bool = False):  # type: ignore[no-untyped-def]
+def _llama(path: Path, n_ctx: int, logits: bool = True, vocab_only: bool = False) -> llama_cpp.Llama:
     import llama_cpp
 
     return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=logits, vocab_only=vocab_only,
                            n_gpu_layers=0, verbose=False)
 
 
-def hf_tokenizer(model_dir: Path):  # type: ignore[no-untyped-def]
+def hf_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False, local_files_only=True)
@@ -134,14 +136,14 @@ def conversion_parity(model_dir: Path, adapter_dir: Path | None, gguf_path: Path
     ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
     reference, ref_dtype = reference_logits(model_dir, adapter_dir, ids, n_params)
     candidate = gguf_logits(gguf_path, ids)
-    err = sum(float(((a - b).astype(np.float64) ** 2).sum()) for a, b in zip(candidate, reference))
+    err = sum(float(((a - b).astype(np.float64) ** 2).sum()) for a, b in zip(candidate, reference, strict=True))
     norm = sum(float((b.astype(np.float64) ** 2).sum()) for b in reference)
-    agree = sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(candidate, reference))
+    agree = sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(candidate, reference, strict=True))
     positions = sum(len(i) for i in ids)
-    result = {
+    result: dict[str, Any] = {
         "gguf": Path(gguf_path).name, "reference_dtype": ref_dtype, "positions": positions,
         "top1_agreement": agree / positions,
-        "max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(candidate, reference)),
+        "max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(candidate, reference, strict=True)),
         "nmse": err / norm,
     }
     max_nmse, min_top1 = CONVERSION_LIMITS[ref_dtype]
@@ -150,35 +152,33 @@ def conversion_parity(model_dir: Path, adapter_dir: Path | None, gguf_path: Path
     return result
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
 def quant_quality(f16_path: Path, quant_paths: dict[str, Path], text: str = PERPLEXITY_TEXT) -> dict[str, Any]:
     """Mean KL(F16 || quant), top-1 agreement and perplexity ratio over ``text``, per quantized file."""
     import numpy as np
+
+    from app.numeric import log_softmax
 
     llm = _llama(f16_path, 64, logits=False, vocab_only=True)
     ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
     del llm
     targets = np.array(ids[1:])
     (ref,) = gguf_logits(f16_path, [ids])
-    ref_lp = _log_softmax(ref[:-1])
+    ref_lp = log_softmax(ref[:-1])
     ref_ppl = float(np.exp(-ref_lp[np.arange(len(targets)), targets].mean()))
     del ref
     results: dict[str, Any] = {"text_tokens": len(ids), "f16_perplexity": ref_ppl, "types": {}}
     for quant_type, path in quant_paths.items():
         (logits,) = gguf_logits(path, [ids])
-        lp = _log_softmax(logits[:-1])
+        lp = log_softmax(logits[:-1])
         kl = float((np.exp(ref_lp) * (ref_lp - lp)).sum(-1).mean())
         ppl = float(np.exp(-lp[np.arange(len(targets)), targets].mean()))
         limit = QUANT_THRESHOLDS[quant_type]
-        entry = {"file": Path(path).name, "mean_kl": kl, "top1_agreement": float((lp.argmax(-1) == ref_lp.argmax(-1)).mean()),
-                 "perplexity": ppl, "ppl_ratio": ppl / ref_ppl,
-                 "thresholds": {"max_kl": limit.max_kl, "min_top1": limit.min_top1, "max_ppl_ratio": limit.max_ppl_ratio}}
+        entry: dict[str, Any] = {
+            "file": Path(path).name, "mean_kl": kl,
+            "top1_agreement": float((lp.argmax(-1) == ref_lp.argmax(-1)).mean()),
+            "perplexity": ppl, "ppl_ratio": ppl / ref_ppl,
+            "thresholds": {"max_kl": limit.max_kl, "min_top1": limit.min_top1, "max_ppl_ratio": limit.max_ppl_ratio},
+        }
         entry["passed"] = (kl <= limit.max_kl and entry["top1_agreement"] >= limit.min_top1
                            and entry["ppl_ratio"] <= limit.max_ppl_ratio)
         results["types"][quant_type] = entry
@@ -219,7 +219,8 @@ def format_table(report: dict[str, Any]) -> str:
     for quant_type, entry in report.get("quantization", {}).get("types", {}).items():
         t = entry["thresholds"]
         lines += [
-            f"{quant_type + ' mean KL vs F16':<34}{entry['mean_kl']:>14.5f}  {t['max_kl']:>10.3f}  {mark[entry['mean_kl'] <= t['max_kl']]}",
+            f"{quant_type + ' mean KL vs F16':<34}{entry['mean_kl']:>14.5f}  {t['max_kl']:>10.3f}  "
+            f"{mark[entry['mean_kl'] <= t['max_kl']]}",
             f"{quant_type + ' top-1 agreement':<34}{entry['top1_agreement']:>14.4f}  {t['min_top1']:>10.2f}  "
             f"{mark[entry['top1_agreement'] >= t['min_top1']]}",
             f"{quant_type + ' perplexity ratio':<34}{entry['ppl_ratio']:>14.4f}  {t['max_ppl_ratio']:>10.3f}  "
@@ -230,8 +231,5 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:
-    """Write the JSON report atomically."""
-    from app.atomic import atomic_writer
-
-    with atomic_writer(Path(path)) as handle:
-        handle.write(json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8"))
+    """Write the JSON report atomically (the ``--report`` file of ``jmedllm convert verify``)."""
+    write_json_atomic(path, report)
