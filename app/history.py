@@ -5,30 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import cast
 
-import sqlite_utils
-
-from app.engine import Engine, GenerationStats
-
-
-def open_db(path: Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the app database with WAL and foreign keys on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite_utils.Database(path)
-    db.execute("PRAGMA foreign_keys = ON")
-    db.enable_wal()
-    return db
+from app.db import connect
+from app.engines.base import Engine, GenerationStats
 
 
 def record_question(db_path: Path, engine: Engine, question: str, choices: tuple[str, ...],
                     language: str, answer: str, picked: str | None, stats: GenerationStats) -> int:
     """Store one answered question with the model that answered it; returns its row id."""
-    db = open_db(db_path)
     card = engine.card
-    with db.conn:
-        table = db["questions"].insert(
+    with connect(db_path) as db:
+        table = db.table("questions").insert(
             {
-                "asked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "asked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "question": question,
                 "choices": json.dumps(list(choices), ensure_ascii=False),
                 "language": language,
@@ -42,6 +32,5 @@ def record_question(db_path: Path, engine: Engine, question: str, choices: tuple
                 "tokens_per_second": round(stats.tokens_per_second, 2),
                 "finish_reason": stats.finish_reason,
             },
-            pk="id",
         )
-    return int(table.last_pk)
+    return int(cast(int, table.last_pk))  # every insert sets it

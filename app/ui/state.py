@@ -6,15 +6,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.engine import Engine
-from app.paths import data_dir
-
-DEFAULT_DB_NAME = "jmedllm.db"
-
-
-def default_db_path() -> Path:
-    """The local SQLite database for question history and benchmark runs."""
-    return data_dir() / DEFAULT_DB_NAME
+from app.db import default_db_path
+from app.engines.base import Engine
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 
 from app.bench import store
 from app.bench.compare import compare_answers, mcnemar_exact
+from app.db import open_db
 
 
 def test_mcnemar_exact() -> None:
@@ -32,7 +33,7 @@ def test_compare_answers() -> None:
 
 
 def test_schema_wal_foreign_keys_and_no_duplicates(tmp_path: Path) -> None:
-    db = store.open_db(tmp_path / "x.db")
+    db = open_db(tmp_path / "x.db")
     assert db.journal_mode == "wal"
     run_id = store.create_run(db, {"config_key": "k", "n_items": 2})
     store.add_answer(db, {"run_id": run_id, "problem_id": "116A1", "language": "ja", "gestalt_paper": 1})
@@ -42,8 +43,9 @@ def test_schema_wal_foreign_keys_and_no_duplicates(tmp_path: Path) -> None:
         store.add_answer(db, {"run_id": 999, "problem_id": "116A1", "language": "ja"})
     assert store.get_run(db, run_id)["n_answered"] == 1
     assert store.answered_keys(db, run_id) == {("116A1", "ja")}
-    assert store.find_unfinished(db, "k")["id"] == run_id
+    unfinished = store.find_unfinished(db, "k")
+    assert unfinished is not None and unfinished["id"] == run_id
     store.finish_run(db, run_id, "complete")
     assert store.find_unfinished(db, "k") is None
-    indexes = {tuple(i.columns): i.unique for i in db["answers"].indexes}
+    indexes = {tuple(i.columns): i.unique for i in db.table("answers").indexes}
     assert indexes[("run_id", "problem_id", "language")]

@@ -1,0 +1,118 @@
+"""Numbered schema migrations, each applied once, in order, in its own transaction.
+
+Applied migrations are recorded by name in ``_migrations``. A migration is a historical record:
+never edit one that has shipped; add the next number instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+MIGRATIONS_TABLE = "_migrations"
+
+
+class Migrations:
+    """An ordered registry of migrations; ``register`` is the decorator that adds the next one."""
+
+    def __init__(self) -> None:
+        self._steps: list[Migration] = []
+
+    def register(self, step: Migration) -> Migration:
+        """Register ``step`` as the next migration (its function name is its recorded name)."""
+        if step.__name__ in self.names:
+            raise ValueError(f"Migration {step.__name__} is registered twice")
+        self._steps.append(step)
+        return step
+
+    @property
+    def names(self) -> list[str]:
+        return [step.__name__ for step in self._steps]
+
+    def pending(self, db: sqlite_utils.Database) -> list[str]:
+        """Names of the migrations not yet applied to ``db``, in order."""
+        done = applied(db)
+        return [name for name in self.names if name not in done]
+
+    def apply(self, db: sqlite_utils.Database) -> list[str]:
+        """Apply the pending migrations in order; returns the names applied now.
+
+        Each runs in a write transaction together with its ``_migrations`` row, so a failing one
+        leaves the database as it was, and two processes opening the database at once never
+        apply the same migration twice.
+        """
+        pending = set(self.pending(db))
+        done_now: list[str] = []
+        for step in (s for s in self._steps if s.__name__ in pending):
+            with _write_transaction(db):
+                if step.__name__ in applied(db):  # another process applied it meanwhile
+                    continue
+                step(db)
+                db.table(MIGRATIONS_TABLE).insert(
+                    {"name": step.__name__, "applied_at": datetime.now(UTC).isoformat(timespec="seconds")})
+            done_now.append(step.__name__)
+        return done_now
+
+
+def applied(db: sqlite_utils.Database) -> set[str]:
+    """Names recorded in ``_migrations`` (none when the table does not exist yet)."""
+    if not db.table(MIGRATIONS_TABLE).exists():
+        return set()
+    return {row[0] for row in db.execute(f"select name from {MIGRATIONS_TABLE}").fetchall()}
+
+
+@contextmanager
+def _write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
+    """BEGIN IMMEDIATE (take the write lock before reading what is applied), commit or roll back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.table(MIGRATIONS_TABLE).create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
+        yield
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+
+
+MIGRATIONS = Migrations()
+migration = MIGRATIONS.register
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """The 0.1.0 schema: ``questions``, ``runs``, ``answers``; on a 0.1.0 database, only what is missing."""
+    # The column literals are the 0.1.0 release's, frozen: never derive them from today's code.
+    tables = set(db.table_names())
+    if "questions" not in tables:
+        db.table("questions").create({
+            "id": int, "asked_at": str, "question": str, "choices": str, "language": str, "answer": str,
+            "picked": str, "model_file": str, "model_sha256": str, "quantization": str, "device": str,
+            "completion_tokens": int, "tokens_per_second": float, "finish_reason": str,
+        }, pk="id")
+    if "runs" not in tables:
+        db.table("runs").create({
+            "id": int, "config_key": str, "model_file": str, "model_sha256": str, "quantization": str,
+            "architecture": str, "backend": str, "backend_version": str, "device": str, "gpu_layers": int,
+            "n_ctx": int, "template": str, "shots": int, "mode": str, "language": str, "question_set": str,
+            "set_size": int, "limit_n": int, "data_dir": str, "data_fingerprint": str, "settings": str,
+            "started_at": str, "ended_at": str, "status": str, "pid": int, "n_items": int, "n_answered": int,
+            "totals": str, "tokens_per_second": float, "questions_per_minute": float,
+        }, pk="id", not_null={"config_key", "status", "started_at"})
+    if "answers" not in tables:
+        db.table("answers").create({
+            "id": int, "run_id": int, "problem_id": str, "language": str, "exam": int, "block": str,
+            "category": str, "points": int, "text_only": int, "prompt_hash": str, "raw_output": str,
+            "response": str, "picked": str, "gold": str, "letter": int, "gestalt_paper": int, "gestalt": int,
+            "exact": int, "abstained": int, "best_similarity": float, "scores": str, "kinki_picked": str,
+            "contraindicated": int, "latency_s": float, "prompt_tokens": int, "completion_tokens": int,
+            "finish_reason": str, "created_at": str,
+        }, pk="id", foreign_keys=[("run_id", "runs", "id")], not_null={"run_id", "problem_id", "language"})
+    db.table("runs").create_index(["config_key", "status"], if_not_exists=True)
+    db.table("runs").create_index(["started_at"], if_not_exists=True)
+    db.table("answers").create_index(["run_id", "problem_id", "language"], unique=True, if_not_exists=True)
+    db.table("answers").create_index(["problem_id"], if_not_exists=True)
