@@ -7,16 +7,33 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from app import __version__
+from app.engines.options import DEFAULT_CONTEXT, GPU_LAYERS_HELP, parse_gpu_layers
+from app.errors import UserError
 
-GPU_LAYERS_HELP = '"auto" (all layers on a GPU when llama.cpp has GPU offload, else CPU) or a number'
+if TYPE_CHECKING:
+    from app.engines.base import Engine
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class LazyGroup(click.Group):
+class UserErrorGroup(click.Group):
+    """A click group that shows a :class:`UserError` as a clean error message (exit status 1)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+class LazyGroup(UserErrorGroup):
     """A click group whose heavy subcommand groups are imported only when used."""
 
     lazy = {"bench": "app.bench.cli:bench", "convert": "model_tools.cli:convert"}
@@ -31,38 +48,24 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-def parse_gpu_layers(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise click.BadParameter(GPU_LAYERS_HELP) from None
-
-
-def model_options(func):  # type: ignore[no-untyped-def]
+def model_options(func: F) -> F:
     """The options every command that loads a model shares."""
     func = click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")(func)
-    func = click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=4096, show_default=True,
-                        help="Context size in tokens.")(func)
+    func = click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=DEFAULT_CONTEXT,
+                        show_default=True, help="Context size in tokens.")(func)
     func = click.option("--gpu-layers", default="auto", show_default=True, help=GPU_LAYERS_HELP)(func)
     func = click.option("--model", "model", default=None,
                         help='GGUF path, a file in the models folder, or "demo" (default; or $JMEDLLM_MODEL).')(func)
     return func
 
 
-def load_engine(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None):  # type: ignore[no-untyped-def]
-    """Resolve and load a model, turning expected failures into clean CLI errors."""
-    from app.demo_model import DemoModelError
-    from app.engine import Engine, EngineError
-    from app.model_card import ModelFileError
+def load_engine(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None) -> Engine:
+    """Resolve and load a model (the ``local`` engine)."""
+    from app.engines.local import LocalEngine
     from app.models import resolve_model
 
-    try:
-        path = resolve_model(model)
-        return Engine.load(path, n_gpu_layers=parse_gpu_layers(gpu_layers), n_ctx=n_ctx, n_threads=threads)
-    except (DemoModelError, ModelFileError, EngineError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    path = resolve_model(model)
+    return LocalEngine.load(path, n_gpu_layers=parse_gpu_layers(gpu_layers), n_ctx=n_ctx, n_threads=threads)
 
 
 @click.group(cls=LazyGroup)
@@ -83,28 +86,21 @@ def main() -> None:
 def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None, shots: str,
         max_tokens: int, model: str | None, gpu_layers: str, n_ctx: int, threads: int | None) -> None:
     """Ask QUESTION and stream the answer (a multiple-choice question when --choices are given)."""
-    from app.engine import EngineError
-    from app.prompts import TemplateError
-    from app.qa import Question, QuestionError, parse_choices
+    from app.qa import Query, parse_choices
     from app.qa import ask as ask_model
 
     engine = load_engine(model, gpu_layers, n_ctx, threads)
-    item = Question(text=question, choices=parse_choices("\n".join(choices)), language=lang,
+    item = Query(text=question, choices=parse_choices("\n".join(choices)), language=lang,
                     template=template, shots=int(shots), max_tokens=max_tokens)
     cancel = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    try:
-        answer = ask_model(engine, item, cancel)
-    except (QuestionError, TemplateError, EngineError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    answer = ask_model(engine, item, cancel)
     for piece in answer.generation:
         click.echo(piece, nl=False)
     click.echo()
     stats = answer.generation.stats
     if answer.choices:
-        pick = answer.pick
-        chosen = f"({pick.letter}) {pick.text}" if pick else "none of the options (abstained)"
-        click.echo(f"\nChosen option: {chosen}")
+        click.echo(f"\nChosen option: {answer.chosen_text() or 'none of the options (abstained)'}")
     card = engine.card
     click.echo(
         f"\n[{card.file_name} · sha256 {card.short_hash} · {card.quantization} · {engine.device} · "
@@ -126,14 +122,10 @@ def model() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def model_info(path: str | None, as_json: bool) -> None:
     """Print the model card of PATH (a GGUF file, or "demo")."""
-    from app.demo_model import DemoModelError
-    from app.model_card import ModelFileError, read_model_card
+    from app.model_card import read_model_card
     from app.models import resolve_model
 
-    try:
-        card = read_model_card(resolve_model(path))
-    except (DemoModelError, ModelFileError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    card = read_model_card(resolve_model(path))
     data = card.as_dict()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -162,10 +154,7 @@ def serve(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, h
     engine = load_engine(model, gpu_layers, n_ctx, threads)
     options = ServeOptions(host=host, port=port, auth_file=auth_file, history=history, db_path=db,
                            gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)
-    try:
-        serve_ui(engine, options)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    serve_ui(engine, options)
 
 
 if __name__ == "__main__":

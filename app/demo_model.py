@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from app.atomic import atomic_writer
+from app.errors import UserError
 from app.hashing import sha256_file
 from app.paths import cache_dir
 
@@ -30,7 +31,7 @@ DEMO_DESCRIPTION = "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (demo model, not for clin
 _CHUNK = 8 * 1024 * 1024
 
 
-class DemoModelError(RuntimeError):
+class DemoModelError(UserError, RuntimeError):
     """The demo model cannot be assembled; the message says which part and how to fix it."""
 
 
@@ -79,7 +80,8 @@ def locate_part(index: int) -> DemoPart:
         )
     for entry in dist.files or []:
         if entry.name == filename and entry.parent.name == "data":
-            path = Path(dist.locate_file(entry))
+            # typeshed types locate_file as SimplePath; an installed wheel's PathDistribution returns a pathlib.Path
+            path = Path(dist.locate_file(entry))  # type: ignore[arg-type]
             if not path.is_file():
                 break
             record = _record_hash_to_hex(entry.hash.value) if entry.hash else None

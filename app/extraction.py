@@ -1,34 +1,56 @@
-"""Matching a model's free-text answer to the options of a multiple-choice question.
+"""Answer text -> picked option letters: the one extraction step the Ask tab and the benchmark share.
 
-"Gestalt" similarity is the symmetric ``difflib.SequenceMatcher`` ratio the JMedLLM paper uses.
+1. :func:`answer_line`: drop reasoning blocks (``<think>...</think>``), take the text after the
+   last response marker if the prompt's marker is in it, then the first non-empty line.
+2. :func:`pick`: a line of option letters ("c", "(b)", "a, c", "ａ，ｃ") picks those letters;
+   otherwise the ``k`` choices most similar to the line (the paper's "Gestalt" similarity, the
+   symmetric ``difflib.SequenceMatcher`` ratio, after the paper's cleansing), ties to the lower
+   index; a line that matches no choice at least :data:`ABSTAIN_BELOW` picks nothing (abstains).
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 LETTERS = string.ascii_lowercase
 ABSTAIN_BELOW = 0.3  # a best similarity under this means the answer names no option
-_LETTER_ANSWER = re.compile(r"^\s*[(（]?([a-zａ-ｚ])[)）.．]?\s*$", re.IGNORECASE)
+_LETTER_LIST = re.compile(r"^\s*[(\[]?[a-z][)\].]?"
+                          r"(?:\s*(?:,|、|，|and|と|及び|および|/|&|\s)\s*[(\[]?[a-z][)\].]?)*\s*$")
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL)
+_THINK_TAIL = re.compile(r"\A.*?</think>", re.DOTALL)  # a template that opened <think> in the prompt
 
 
 @dataclass(frozen=True)
-class ChoicePick:
-    """The option an answer names: index, letter, text and how similar the answer was to it."""
+class Pick:
+    """What an answer line picked: letters (empty: abstained) and its similarity to each choice."""
 
-    index: int
-    letter: str
-    text: str
-    score: float
+    response: str
+    letters: tuple[str, ...]
+    similarities: tuple[float, ...]
+    named_letters: bool  # the line was option letters, not text
+
+    @property
+    def abstained(self) -> bool:
+        return not self.letters
+
+    @property
+    def best_similarity(self) -> float:
+        return max(self.similarities, default=0.0)
 
 
 def similarity(a: str, b: str) -> float:
     """Symmetric Gestalt pattern-matching similarity in [0, 1]."""
     return (SequenceMatcher(None, a, b).ratio() + SequenceMatcher(None, b, a).ratio()) / 2
+
+
+def clean(text: str) -> str:
+    """The paper's cleansing: drop "." and strip."""
+    return text.replace(".", "").strip()
 
 
 def first_line(text: str) -> str:
@@ -39,28 +61,54 @@ def first_line(text: str) -> str:
     return ""
 
 
-def letter_of(index: int) -> str:
-    return LETTERS[index]
+def strip_reasoning(text: str) -> str:
+    """``text`` without reasoning blocks: ``<think>...</think>`` (an unclosed one runs to the end),
+    and everything up to a lone ``</think>`` whose ``<think>`` was in the prompt."""
+    if "<think>" not in text and "</think>" in text:
+        text = _THINK_TAIL.sub("", text, count=1)
+    return _THINK_BLOCK.sub("", text)
 
 
-def pick_choice(response: str, choices: Sequence[str]) -> ChoicePick | None:
-    """The option named by the first line of ``response``, or ``None`` when it names none.
+def answer_line(raw: str, marker: str | None = None) -> str:
+    """The first non-empty line of the answer: reasoning dropped, after the last ``marker`` if present."""
+    text = strip_reasoning(raw)
+    if marker and marker in text:
+        text = text.split(marker)[-1]
+    return first_line(text)
 
-    A bare letter ("b", "(b)", "ｂ．") selects that option; otherwise the most similar option wins
-    (ties to the lower index) when its similarity reaches :data:`ABSTAIN_BELOW`.
-    """
-    line = first_line(response)
-    if not line or not choices:
+
+def letter_index(letter: str) -> int:
+    return LETTERS.index(letter)
+
+
+def parse_letters(response: str, n_choices: int) -> tuple[str, ...] | None:
+    """Letters when the response is only option letters ("c", "(b)", "a, c", "ａ，ｃ"), else None."""
+    text = unicodedata.normalize("NFKC", response).strip().lower().rstrip(".")
+    if not text or not _LETTER_LIST.match(text):
         return None
-    letter_match = _LETTER_ANSWER.match(line)
-    if letter_match:
-        letter = letter_match.group(1).lower()
-        letter = chr(ord(letter) - ord("ａ") + ord("a")) if "ａ" <= letter <= "ｚ" else letter
-        index = LETTERS.index(letter)
-        if index < len(choices):
-            return ChoicePick(index, letter, choices[index], 1.0)
-    scores = [similarity(choice.strip(), line) for choice in choices]
-    best = max(range(len(choices)), key=lambda i: (scores[i], -i))
-    if scores[best] < ABSTAIN_BELOW:
+    letters = sorted({ch for ch in re.sub(r"and", " ", text) if "a" <= ch <= "z"})
+    if not letters or any(letter_index(ch) >= n_choices for ch in letters):
         return None
-    return ChoicePick(best, letter_of(best), choices[best], scores[best])
+    return tuple(letters)
+
+
+def top_k(scores: Sequence[float], k: int) -> tuple[int, ...]:
+    """Indexes of the k highest scores, ties to the lower index, sorted."""
+    return tuple(sorted(sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]))
+
+
+def choice_similarities(response: str, choices: Sequence[str]) -> tuple[float, ...]:
+    """The cleaned ``response``'s similarity to each choice."""
+    cleaned = clean(response)
+    return tuple(similarity(c, cleaned) for c in choices)
+
+
+def pick(response: str, choices: Sequence[str], k: int = 1) -> Pick:
+    """The options the answer line ``response`` names: its letters, else the ``k`` most similar."""
+    similarities = choice_similarities(response, choices)
+    letters = parse_letters(response, len(choices))
+    if letters is not None:
+        return Pick(response, letters, similarities, True)
+    if not clean(response) or max(similarities, default=0.0) < ABSTAIN_BELOW:
+        return Pick(response, (), similarities, False)
+    return Pick(response, tuple(LETTERS[i] for i in top_k(similarities, k)), similarities, False)

@@ -15,10 +15,10 @@ _CHUNK = 8 * 1024 * 1024
 _LOCK = threading.Lock()
 
 
-Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+HashProgress = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
-def sha256_file(path: Path, on_progress: Progress | None = None) -> str:
+def sha256_file(path: Path, on_progress: HashProgress | None = None) -> str:
     """Hex sha256 of a file, read in chunks, reporting progress if asked."""
     digest = hashlib.sha256()
     total = Path(path).stat().st_size
@@ -41,7 +41,7 @@ def _key(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
 
 
-def cached_sha256(path: Path, on_progress: Progress | None = None) -> str:
+def cached_sha256(path: Path, on_progress: HashProgress | None = None) -> str:
     """sha256 of ``path``, reused while the file's path, mtime and size are unchanged."""
     path = Path(path)
     key = _key(path)

@@ -10,12 +10,13 @@ from typing import Any
 import gguf
 
 from app.demo_model import DEMO_SHA256
-from app.hashing import Progress, cached_sha256
+from app.errors import UserError
+from app.hashing import HashProgress, cached_sha256
 
 GGUF_MAGIC = b"GGUF"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """The path is missing, unreadable or not a GGUF model."""
 
 
@@ -94,7 +95,7 @@ def _quantization_name(reader: gguf.GGUFReader) -> str:
     return counts.most_common(1)[0][0] if counts else "unknown"
 
 
-def read_model_card(path: Path, on_hash_progress: Progress | None = None) -> ModelCard:
+def read_model_card(path: Path, on_hash_progress: HashProgress | None = None) -> ModelCard:
     """Read a :class:`ModelCard` from a GGUF file (metadata only; tensors are memory-mapped)."""
     path = check_gguf_file(path)
     try:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from app.errors import UserError
 from app.paths import ASSETS_DIR
 
 Language = Literal["ja", "en"]
@@ -20,7 +21,7 @@ CHOICE_SEPARATOR = ","  # the paper's harness joins choices with "," and no spac
 SHOT_COUNTS = (0, 1, 3)
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """Unknown template name or an unsupported number of examples."""
 
 

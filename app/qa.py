@@ -9,9 +9,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.engine import Engine, Generation, Sampling
+from app.engines.base import Engine, Generation, Sampling
+from app.errors import UserError
+from app.extraction import LETTERS, Pick, answer_line, pick
 from app.language import resolve_language
-from app.matching import ChoicePick, pick_choice
 from app.prompts import Language, default_template, get_template, render, system_prompt
 
 MAX_QUESTION_CHARS = 20_000
@@ -21,12 +22,12 @@ DEFAULT_MAX_TOKENS = 512
 CHAT_REPEAT_PENALTY = 1.05  # free answers: greedy but not stuck in loops (Qwen's own default)
 
 
-class QuestionError(ValueError):
+class QuestionError(UserError, ValueError):
     """The question cannot be asked as written; the message says what to fix."""
 
 
 @dataclass(frozen=True)
-class Question:
+class Query:
     """What the user asked: text, optional choices, language ("auto", "ja", "en"), template."""
 
     text: str
@@ -52,9 +53,16 @@ class Answer:
     prompt: str
 
     @property
-    def pick(self) -> ChoicePick | None:
-        """The option the answer names (multiple-choice questions only)."""
-        return pick_choice(self.generation.text, self.choices) if self.choices else None
+    def pick(self) -> Pick | None:
+        """The options the answer names (multiple-choice questions only), read as the benchmark reads them."""
+        return pick(answer_line(self.generation.text), self.choices) if self.choices else None
+
+    def chosen_text(self) -> str:
+        """ "(b) text" for each picked option; empty when the answer names none or is free text."""
+        chosen = self.pick
+        if chosen is None:
+            return ""
+        return ", ".join(f"({letter}) {self.choices[LETTERS.index(letter)]}" for letter in chosen.letters)
 
 
 def parse_choices(raw: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -65,7 +73,7 @@ def parse_choices(raw: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in items if item and item.strip())
 
 
-def validate(question: Question) -> None:
+def validate(question: Query) -> None:
     """Raise :class:`QuestionError` for empty, oversized or malformed questions."""
     text = question.text.strip()
     if not text:
@@ -86,7 +94,7 @@ def validate(question: Question) -> None:
         raise QuestionError("max_tokens must be at least 1.")
 
 
-def ask(engine: Engine, question: Question, cancel: threading.Event | None = None) -> Answer:
+def ask(engine: Engine, question: Query, cancel: threading.Event | None = None) -> Answer:
     """Validate ``question`` and start answering it; iterate ``answer.generation`` for the text."""
     validate(question)
     language = resolve_language(question.text, question.language)

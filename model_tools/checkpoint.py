@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.errors import UserError
 from model_tools.safetensors_io import SafetensorsError, TensorEntry, read_header
 
 SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM"}
@@ -27,7 +28,7 @@ _ADAPTER_PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])(?:\.[^.]+)?\.weight$")
 
 
-class ConvertError(Exception):
+class ConvertError(UserError):
     """An input problem; the message names the file or setting and what is wrong."""
 
 
@@ -185,7 +186,8 @@ def open_adapter(folder: Path, base: BaseCheckpoint) -> LoraAdapter:
         raise ConvertError(f"unsupported adapter type {config.get('peft_type')!r}; only LoRA is supported")
     unsupported = {
         "use_dora": "DoRA", "modules_to_save": "modules_to_save (fully trained extra modules)",
-        "layer_replication": "layer replication", "use_qalora": "QA-LoRA", "trainable_token_indices": "trainable tokens",
+        "layer_replication": "layer replication", "use_qalora": "QA-LoRA",
+        "trainable_token_indices": "trainable tokens",
     }
     for key, label in unsupported.items():
         if config.get(key):

@@ -79,13 +79,14 @@ def save_merged(base: BaseCheckpoint, adapter: LoraAdapter | None, out_dir: Path
     bar = tqdm(total=len(base.tensors), desc="merge", unit="tensor", disable=not progress)
     with atomic_directory(Path(out_dir)) as tmp:
         weight_map: dict[str, str] = {}
-        for shard, file_name in zip(shards, names):
+        for shard, file_name in zip(shards, names, strict=True):
             specs = [(n, base.tensors[n].dtype, base.tensors[n].shape) for n in shard]
             with (tmp / file_name).open("wb") as handle:
                 write_header(handle, specs)
                 for expected in shard:
                     name, tensor = next(stream)
-                    assert name == expected
+                    if name != expected:
+                        raise RuntimeError(f"merge produced {name} where the shard plan has {expected}")
                     write_tensor(handle, tensor)
                     weight_map[name] = file_name
                     bar.update(1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 TOKENIZER_PROBES: tuple[str, ...] = (
     "高血圧の第一選択薬にはACE阻害薬、ARB、カルシウム拮抗薬、サイアザイド系利尿薬がある。",
-    "A 65-year-old man presents with crushing chest pain radiating to the left arm; ECG shows ST elevation in II, III and aVF.",
+    "A 65-year-old man presents with crushing chest pain radiating to the left arm; "
+    "ECG shows ST elevation in II, III and aVF.",
     "2型糖尿病患者のHbA1c目標値は、合併症予防のため7.0%未満とされることが多い。",
     "Metformin is contraindicated when eGFR < 30 mL/min/1.73m², because of the risk of lactic acidosis.",
     "急性膵炎では血清アミラーゼ・リパーゼが上昇し、CTで膵腫大を認める。ｱﾐﾗｰｾﾞ（半角）も確認。",

@@ -119,4 +119,5 @@ def write_tensor(handle: BinaryIO, tensor: torch.Tensor) -> None:
 
     flat = tensor.detach().contiguous().reshape(-1)
     if flat.numel():
-        handle.write(memoryview(flat.view(torch.uint8).numpy()))
+        # numpy's stubs declare ndarray.__buffer__ only for Python >= 3.12; at runtime it is a buffer on 3.11 too
+        handle.write(memoryview(flat.view(torch.uint8).numpy()))  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,7 +31,7 @@ PY = sys.executable
 LCP_VERSION = "0.3.36"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-_PREPARE = r'''
+_PREPARE = rf'''
 import shutil, sys, torch
 from pathlib import Path
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -54,13 +55,13 @@ else:
     torch.set_default_dtype(torch.float32)
 model.save_pretrained(base, safe_serialization=True)
 tok.save_pretrained(base)
-peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=%r, lora_dropout=0.0))
+peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules={LORA_TARGETS!r}, lora_dropout=0.0))
 with torch.no_grad():
     for name, p in peft_model.named_parameters():
         if "lora_B" in name:
             p.normal_(0, 0.02)
 peft_model.save_pretrained(adapter, safe_serialization=True)
-''' % (LORA_TARGETS,)
+'''
 
 _REF_MERGE = r'''
 import sys, torch
@@ -133,7 +134,7 @@ def converter_dir(work: Path) -> Path:
     return script
 
 
-def bench(kind: str, work: Path, quant: str) -> dict[str, object]:
+def bench(kind: str, work: Path, quant: str) -> dict[str, Any]:
     folder = work / kind
     base, adapter = folder / "base", folder / "adapter"
     if not (base / "config.json").is_file():
@@ -220,7 +221,7 @@ def qwen2_7b_params(layers: int) -> int:
     return 2 * vocab * h + h + layers * per_layer
 
 
-def projection(r: dict[str, object]) -> str:
+def projection(r: dict[str, Any]) -> str:
     """Project the figures measured with N layers to the full 28 layers.
 
     Ours: memory does not grow with layers (merge/export hold one tensor at a time, and llama.cpp's
@@ -228,17 +229,17 @@ def projection(r: dict[str, object]) -> str:
     the N-layer model). Reference: the peft merge loads the whole model, so its peak scales with the
     parameter count, while its other steps stay as measured.
     """
-    layers = int(r["layers"])  # type: ignore[arg-type]
+    layers = int(r["layers"])
     scale = qwen2_7b_params(28) / qwen2_7b_params(layers)
-    ours, ref = r["ours"], r["reference"]  # type: ignore[index]
-    steps = dict(ref["steps"])  # type: ignore[index]
+    ours, ref = r["ours"], r["reference"]
+    steps = dict(ref["steps"])
     merge = steps.pop("peft merge + save_pretrained")
     ref_peak = max(merge["peak_rss_gib"] * scale, *(s["peak_rss_gib"] for s in steps.values()))
     return (f"projection to 28 layers ({qwen2_7b_params(28) / 1e9:.2f} B params, "
             f"x{scale:.2f} the {layers}-layer model): "
-            f"ours ~{ours['peak_rss_gib']:.1f} GiB peak RSS (layer-independent), "  # type: ignore[index]
+            f"ours ~{ours['peak_rss_gib']:.1f} GiB peak RSS (layer-independent), "
             f"reference ~{ref_peak:.1f} GiB (peft merge holds the whole model); "
-            f"ratio ~{ours['peak_rss_gib'] / ref_peak:.2f}")  # type: ignore[index]
+            f"ratio ~{ours['peak_rss_gib'] / ref_peak:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,20 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import llama_cpp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.engine import Engine, Sampling  # noqa: E402
-from app.models import resolve_model  # noqa: E402
+from app.engines.base import Sampling
+from app.engines.local import LocalEngine
+from app.models import resolve_model
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from llama_cpp.llama_types import CreateCompletionStreamResponse
 
 PROMPT = (
     "<|im_start|>system\nYou are a clinical decision-support assistant.<|im_end|>\n"
@@ -30,7 +37,7 @@ PROMPT = (
 )
 
 
-def run_app(engine: Engine, tokens: int) -> tuple[str, int, float, float]:
+def run_app(engine: LocalEngine, tokens: int) -> tuple[str, int, float, float]:
     """(text, tokens, time to first token, total seconds) through the app's engine."""
     start = time.perf_counter()
     generation = engine.stream(PROMPT, Sampling.greedy(max_tokens=tokens))
@@ -48,8 +55,11 @@ def run_bare(llm: llama_cpp.Llama, tokens: int) -> tuple[str, float, float]:
     llm.reset()
     first = None
     pieces = []
-    for chunk in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0.0, top_k=0, top_p=1.0,
-                                       min_p=0.0, repeat_penalty=1.0, seed=1234, stream=True):
+    # stream=True yields chunks; llama-cpp-python annotates the union of both return kinds
+    chunks = cast("Iterator[CreateCompletionStreamResponse]", llm.create_completion(
+        PROMPT, max_tokens=tokens, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, seed=1234,
+        stream=True))
+    for chunk in chunks:
         if first is None:
             first = time.perf_counter() - start
         pieces.append(chunk["choices"][0]["text"])
@@ -73,7 +83,7 @@ def main() -> None:
 
     path = resolve_model(args.model)
     layers = args.gpu_layers if args.gpu_layers == "auto" else int(args.gpu_layers)
-    engine = Engine.load(path, n_gpu_layers=layers, n_ctx=args.ctx, n_threads=args.threads)
+    engine = LocalEngine.load(path, n_gpu_layers=layers, n_ctx=args.ctx, n_threads=args.threads)
     bare = llama_cpp.Llama(model_path=str(path), n_gpu_layers=engine.gpu_layers, n_ctx=args.ctx,
                            n_threads=engine.n_threads, n_threads_batch=engine.n_threads, seed=1234,
                            verbose=False)

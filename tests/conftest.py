@@ -1,4 +1,9 @@
-"""Shared, expensive fixtures: the demo model, one loaded engine, and a running UI server."""
+"""Shared, expensive fixtures: the demo model, one loaded engine, and a running UI server.
+
+Tests that need the demo model (any fixture built on ``demo_model_path``) are marked ``model``;
+tests that need the shared IgakuQA data (``igakuqa_dir``) are marked ``data``. The fast layer,
+``-m "not model and not data"``, needs neither and runs in seconds.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,34 @@ from pathlib import Path
 import pytest
 
 from app.demo_model import ensure_demo_model
-from app.engine import Engine
+from app.engines.local import LocalEngine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).parent / "jmedllm"
 JMEDLLM = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app.cli"]
+
+
+SHARED_DIR = REPO_ROOT.parent / "shared"
+REQUIRE_DATA_ENV = "JMEDLLM_REQUIRE_DATA"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "demo_model_path" in fixtures:
+            item.add_marker(pytest.mark.model)
+        if "igakuqa_dir" in fixtures:
+            item.add_marker(pytest.mark.data)
+
+
+def require_shared(path: Path, what: str) -> Path:
+    """``path`` under ../shared; missing, the test fails where $JMEDLLM_REQUIRE_DATA is set (CI) and skips elsewhere."""
+    if not path.exists():
+        message = f"{what} not found at {path}"
+        if os.environ.get(REQUIRE_DATA_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +57,9 @@ def demo_model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_engine(demo_model_path: Path) -> Engine:
+def demo_engine(demo_model_path: Path) -> LocalEngine:
     """The demo model loaded once on the CPU for the whole test session."""
-    return Engine.load(demo_model_path, n_gpu_layers=0, n_ctx=2048)
+    return LocalEngine.load(demo_model_path, n_gpu_layers=0, n_ctx=2048)
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 from app.demo_model import DEMO_SHA256
+from app.qa import Answer
 from tests.conftest import JMEDLLM, REPO_ROOT
+
+CHOICES = ("Liver", "Pancreas", "Kidney")
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -51,12 +55,14 @@ def test_ask_streams_a_japanese_answer_with_its_model_card(demo_model_path: Path
 
 def test_ask_multiple_choice_names_the_chosen_option(demo_model_path: Path) -> None:
     result = run_cli(
-        "ask", "Which organ produces insulin?",
-        "--choices", "Liver", "--choices", "Pancreas", "--choices", "Kidney",
+        "ask", "Which organ produces insulin?", *(arg for c in CHOICES for arg in ("--choices", c)),
         "--lang", "en", "--max-tokens", "24", "--ctx", "1024",
     )
     assert result.returncode == 0, result.stderr
-    assert "Chosen option:" in result.stdout
+    answer, marker, chosen = result.stdout.rpartition("\n\nChosen option: ")
+    assert marker and answer.strip()
+    expected = Answer(SimpleNamespace(text=answer), "en", CHOICES, None, "").chosen_text()  # type: ignore[arg-type]
+    assert chosen.strip() == (expected or "none of the options (abstained)")
 
 
 def test_ask_rejects_bad_input_clearly(demo_model_path: Path) -> None:

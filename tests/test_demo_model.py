@@ -42,7 +42,7 @@ def _fake_site(tmp_path: Path, corrupt: int | None = None, remove: int | None = 
 
 
 @pytest.fixture
-def use_site(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def use_site(monkeypatch: pytest.MonkeyPatch):
     def install(site: Path) -> None:
         monkeypatch.setattr(sys, "path", [str(site), *sys.path])
 

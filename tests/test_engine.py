@@ -8,20 +8,21 @@ from pathlib import Path
 import pytest
 
 from app.demo_model import DEMO_SHA256, DEMO_SIZE
-from app.engine import Engine, EngineBusy, PromptTooLong, Sampling
+from app.engines.base import EngineBusy, PromptTooLong, Sampling
+from app.engines.local import LocalEngine
 from app.model_card import ModelFileError, read_model_card
 
 PROMPT = "<|im_start|>user\nList three symptoms of influenza.<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_greedy_output_is_identical_across_runs(demo_engine: Engine) -> None:
+def test_greedy_output_is_identical_across_runs(demo_engine: LocalEngine) -> None:
     first = demo_engine.complete(PROMPT, Sampling.greedy(max_tokens=40)).text
     second = demo_engine.complete(PROMPT, Sampling.greedy(max_tokens=40)).text
     assert first.strip()
     assert first == second
 
 
-def test_streamed_text_equals_complete_text(demo_engine: Engine) -> None:
+def test_streamed_text_equals_complete_text(demo_engine: LocalEngine) -> None:
     streamed = demo_engine.stream(PROMPT, Sampling.greedy(max_tokens=40))
     pieces = list(streamed)
     assert len(pieces) > 1
@@ -29,7 +30,7 @@ def test_streamed_text_equals_complete_text(demo_engine: Engine) -> None:
     assert streamed.text == demo_engine.complete(PROMPT, Sampling.greedy(max_tokens=40)).text
 
 
-def test_generation_stats_are_measured(demo_engine: Engine) -> None:
+def test_generation_stats_are_measured(demo_engine: LocalEngine) -> None:
     generation = demo_engine.complete(PROMPT, Sampling.greedy(max_tokens=24))
     stats = generation.stats
     assert stats.prompt_tokens == len(demo_engine.tokenize(PROMPT))
@@ -39,7 +40,7 @@ def test_generation_stats_are_measured(demo_engine: Engine) -> None:
     assert stats.tokens_per_second > 0
 
 
-def test_cancel_stops_generation_early(demo_engine: Engine) -> None:
+def test_cancel_stops_generation_early(demo_engine: LocalEngine) -> None:
     cancel = threading.Event()
     generation = demo_engine.stream(
         "<|im_start|>user\nWrite a long essay about the history of medicine.<|im_end|>\n<|im_start|>assistant\n",
@@ -54,7 +55,7 @@ def test_cancel_stops_generation_early(demo_engine: Engine) -> None:
     assert not demo_engine.busy
 
 
-def test_second_request_while_busy_gets_a_clear_error(demo_engine: Engine) -> None:
+def test_second_request_while_busy_gets_a_clear_error(demo_engine: LocalEngine) -> None:
     running = demo_engine.stream(PROMPT, Sampling.greedy(max_tokens=30))
     pieces = iter(running)
     next(pieces)
@@ -66,14 +67,14 @@ def test_second_request_while_busy_gets_a_clear_error(demo_engine: Engine) -> No
     assert demo_engine.complete(PROMPT, Sampling.greedy(max_tokens=5)).text
 
 
-def test_abandoned_generation_frees_the_model(demo_engine: Engine) -> None:
+def test_abandoned_generation_frees_the_model(demo_engine: LocalEngine) -> None:
     generation = demo_engine.stream(PROMPT, Sampling.greedy(max_tokens=5))
     assert demo_engine.busy
     del generation
     assert not demo_engine.busy
 
 
-def test_overlong_prompt_raises_before_generating(demo_engine: Engine) -> None:
+def test_overlong_prompt_raises_before_generating(demo_engine: LocalEngine) -> None:
     prompt = "発熱と咳があります。" * 1500
     with pytest.raises(PromptTooLong, match="context window is 2048 tokens") as info:
         demo_engine.stream(prompt, Sampling.greedy(max_tokens=5))
@@ -81,7 +82,7 @@ def test_overlong_prompt_raises_before_generating(demo_engine: Engine) -> None:
     assert not demo_engine.busy
 
 
-def test_chat_prompt_uses_the_ggufs_template(demo_engine: Engine) -> None:
+def test_chat_prompt_uses_the_ggufs_template(demo_engine: LocalEngine) -> None:
     prompt, stops = demo_engine.render_chat(
         [{"role": "system", "content": "S"}, {"role": "user", "content": "質問"}]
     )
@@ -89,7 +90,7 @@ def test_chat_prompt_uses_the_ggufs_template(demo_engine: Engine) -> None:
     assert "<|im_end|>" in stops
 
 
-def test_model_card_values(demo_engine: Engine, demo_model_path: Path) -> None:
+def test_model_card_values(demo_engine: LocalEngine, demo_model_path: Path) -> None:
     card = demo_engine.card
     assert card.architecture == "qwen2"
     assert card.quantization == "Q4_K_M"
@@ -98,7 +99,8 @@ def test_model_card_values(demo_engine: Engine, demo_model_path: Path) -> None:
     assert card.file_size == DEMO_SIZE
     assert card.sha256 == DEMO_SHA256
     assert card.short_hash == DEMO_SHA256[:12]
-    assert card.has_chat_template and "<|im_start|>" in card.chat_template
+    assert card.has_chat_template
+    assert card.chat_template is not None and "<|im_start|>" in card.chat_template
     assert card.is_demo
     assert 400_000_000 < card.parameters < 700_000_000
     assert demo_engine.device.startswith("CPU")
@@ -107,14 +109,14 @@ def test_model_card_values(demo_engine: Engine, demo_model_path: Path) -> None:
 
 def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="Model file not found"):
-        Engine.load(tmp_path / "nope.gguf")
+        LocalEngine.load(tmp_path / "nope.gguf")
 
 
 def test_non_gguf_file_is_a_clear_error(tmp_path: Path) -> None:
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"PK\x03\x04 this is a zip, not a model" * 10)
     with pytest.raises(ModelFileError, match="not a GGUF model"):
-        Engine.load(fake)
+        LocalEngine.load(fake)
 
 
 def test_truncated_gguf_is_a_clear_error(tmp_path: Path, demo_model_path: Path) -> None:

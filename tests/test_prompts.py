@@ -1,4 +1,4 @@
-"""The paper's templates ship verbatim; language detection and option matching."""
+"""The paper's templates ship verbatim; language detection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import re
 import pytest
 
 from app.language import detect_language, resolve_language
-from app.matching import first_line, pick_choice, similarity
 from app.prompts import (
     TemplateError,
     attribution,
@@ -17,15 +16,13 @@ from app.prompts import (
     render,
     system_prompt,
 )
-from tests.conftest import REPO_ROOT
+from tests.conftest import SHARED_DIR, require_shared
 
-PROTOCOL = REPO_ROOT.parent / "shared" / "prompts" / "paper_templates.md"
+PROTOCOL = SHARED_DIR / "prompts" / "paper_templates.md"
 
 
 def _protocol_blocks() -> dict[str, str]:
-    if not PROTOCOL.exists():
-        pytest.skip(f"protocol reference not found at {PROTOCOL}")
-    text = PROTOCOL.read_text(encoding="utf-8")
+    text = require_shared(PROTOCOL, "the paper's prompt protocol").read_text(encoding="utf-8")
     return {
         name: body
         for name, body in re.findall(r"## (\w+)[^\n]*\n```\n(.*?)```", text, flags=re.S)
@@ -92,14 +89,3 @@ def test_language_override() -> None:
     assert resolve_language("chest pain", "auto") == "en"
     with pytest.raises(ValueError):
         resolve_language("x", "fr")
-
-
-def test_pick_choice_by_letter_text_or_not_at_all() -> None:
-    choices = ["Gaucher病", "von Gierke病", "オルニチントランスカルバミラーゼ欠損症"]
-    assert pick_choice("(b)\nreasoning...", choices).letter == "b"
-    assert pick_choice("ｃ．", choices).letter == "c"
-    assert pick_choice("\nオルニチントランスカルバミラーゼ欠損症です。", choices).letter == "c"
-    assert pick_choice("I cannot answer that.", choices) is None
-    assert pick_choice("", choices) is None
-    assert first_line("\n\n  answer  \nmore") == "answer"
-    assert similarity("abc", "abc") == 1.0

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from app.engine import Engine
-from app.qa import MAX_CHOICES, MAX_QUESTION_CHARS, Question, QuestionError, ask, parse_choices, validate
+from app.engines.base import Engine
+from app.qa import MAX_CHOICES, MAX_QUESTION_CHARS, Query, QuestionError, ask, parse_choices, validate
 
 
 @pytest.mark.parametrize(
     ("question", "message"),
     [
-        (Question(text=""), "empty"),
-        (Question(text=" \n\t"), "empty"),
-        (Question(text="x" * (MAX_QUESTION_CHARS + 1)), "limit is 20,000"),
-        (Question(text="Q?", choices=("only",)), "at least two choices"),
-        (Question(text="Q?", choices=tuple("abcdefghi")[: MAX_CHOICES + 1]), "At most 8 choices"),
-        (Question(text="Q?", choices=("a", "b" * 1001)), "longer than 1000"),
-        (Question(text="Q?", max_tokens=0), "max_tokens"),
+        (Query(text=""), "empty"),
+        (Query(text=" \n\t"), "empty"),
+        (Query(text="x" * (MAX_QUESTION_CHARS + 1)), "limit is 20,000"),
+        (Query(text="Q?", choices=("only",)), "at least two choices"),
+        (Query(text="Q?", choices=tuple("abcdefghi")[: MAX_CHOICES + 1]), "At most 8 choices"),
+        (Query(text="Q?", choices=("a", "b" * 1001)), "longer than 1000"),
+        (Query(text="Q?", max_tokens=0), "max_tokens"),
     ],
 )
-def test_bad_questions_are_refused_clearly(question: Question, message: str) -> None:
+def test_bad_questions_are_refused_clearly(question: Query, message: str) -> None:
     with pytest.raises(QuestionError, match=message):
         validate(question)
 
@@ -32,7 +32,7 @@ def test_parse_choices_from_text_or_list() -> None:
 
 
 def test_multiple_choice_uses_the_paper_template_in_the_questions_language(demo_engine: Engine) -> None:
-    answer = ask(demo_engine, Question(text="インスリンを分泌する臓器はどれか。", choices=("肝臓", "膵臓", "腎臓", "脾臓"),
+    answer = ask(demo_engine, Query(text="インスリンを分泌する臓器はどれか。", choices=("肝臓", "膵臓", "腎臓", "脾臓"),
                                        max_tokens=16))
     answer.generation.result()
     assert answer.language == "ja"
@@ -42,7 +42,7 @@ def test_multiple_choice_uses_the_paper_template_in_the_questions_language(demo_
 
 
 def test_free_question_goes_through_the_chat_template(demo_engine: Engine) -> None:
-    answer = ask(demo_engine, Question(text="What is the normal adult resting heart rate?", max_tokens=16))
+    answer = ask(demo_engine, Query(text="What is the normal adult resting heart rate?", max_tokens=16))
     text = answer.generation.result()
     assert answer.language == "en"
     assert answer.pick is None

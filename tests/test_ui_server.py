@@ -5,11 +5,15 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from gradio_client import Client
 
 from app.demo_model import DEMO_SHA256
+from app.engines.base import Engine
+from app.qa import Answer
+from app.ui.i18n import t
 from app.ui.server import is_loopback, load_auth, parse_auth_lines, serve
 from app.ui.state import ServeOptions
 from tests.conftest import Server
@@ -34,14 +38,14 @@ def test_ui_answers_a_japanese_question_with_its_model_card(client: Client) -> N
     assert "demo model" in card
 
 
-def test_ui_multiple_choice_names_an_option(client: Client) -> None:
+def test_ui_multiple_choice_names_the_option_its_answer_picks(client: Client) -> None:
+    choices = ("Liver", "Pancreas", "Kidney")
     answer, chosen, _ = client.predict(
-        "Which organ produces insulin?", "Liver\nPancreas\nKidney", "en", "auto", "0", 32, False, api_name="/ask"
+        "Which organ produces insulin?", "\n".join(choices), "en", "auto", "0", 32, False, api_name="/ask"
     )
     assert answer.strip()
-    assert chosen.startswith("**")
-    assert ("(a)" in chosen or "(b)" in chosen or "(c)" in chosen or "abstained" in chosen
-            or "棄権" in chosen)
+    expected = Answer(SimpleNamespace(text=answer), "en", choices, None, "").chosen_text()  # type: ignore[arg-type]
+    assert chosen == f"**{t('chosen', 'ja')}:** {expected or t('abstained', 'ja')}"
 
 
 def test_empty_question_is_a_clear_error(client: Client) -> None:
@@ -76,7 +80,7 @@ def test_model_tab_rejects_a_non_gguf_file(client: Client, tmp_path: Path) -> No
         client.predict(str(bogus), None, "many", 2048, api_name="/load_model")
 
 
-def test_auth_parsing_and_refusal_beyond_loopback(tmp_path: Path, demo_engine) -> None:  # type: ignore[no-untyped-def]
+def test_auth_parsing_and_refusal_beyond_loopback(tmp_path: Path, demo_engine: Engine) -> None:
     assert parse_auth_lines("# staff\nalice:pw1\n\nbob:pw2\n", "f") == [("alice", "pw1"), ("bob", "pw2")]
     with pytest.raises(ValueError, match="expected"):
         parse_auth_lines("alice", "f")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from app.bench.data import Dataset, parse_jsonl
-from app.bench.scoring import igakuqa_letter_correct
+from app.bench.metrics import igakuqa_letter_correct
 
 BASELINE_FILES = {
     "gpt4": "GPT-4",
@@ -70,8 +70,10 @@ def baselines_for(dataset: Dataset, problem_ids: Iterable[str]) -> list[dict]:
 
 
 def baseline_breakdown(dataset: Dataset, name: str, problem_ids: Iterable[str], key: str) -> dict:
-    """Accuracy of a baseline per ``key`` ("exam" or "category") over ``problem_ids``."""
+    """Accuracy of a baseline per ``key`` ("exam" or "category") over ``problem_ids`` (none without its files)."""
     predictions = baseline_predictions(dataset, name)
+    if not predictions:
+        return {}
     by_id = dataset.by_id()
     groups: dict = {}
     for p in dict.fromkeys(problem_ids):

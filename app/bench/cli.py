@@ -7,10 +7,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+import sqlite_utils
 
-from app.cli import load_engine, model_options
+from app.bench.metrics import PRIMARY, metric_choices
+from app.bench.modes import DEFAULT_MODE, MODES, mode_help
+from app.cli import UserErrorGroup, load_engine, model_options
+
+if TYPE_CHECKING:
+    from app.prompts import Language
 
 DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                          help="SQLite database (default: jmedllm.db in the user data folder).")
@@ -20,36 +27,18 @@ DATA_OPTION = click.option("--data-dir", default=None,
 
 
 def _db(path: Path | None) -> Path:
-    from app.ui.state import default_db_path
+    from app.db import default_db_path
 
     return path or default_db_path()
 
 
-def _dataset(data_dir: str | None):  # type: ignore[no-untyped-def]
-    from app.bench.data import DataError, load_dataset
-
-    try:
-        return load_dataset(data_dir)
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _open(path: Path | None):  # type: ignore[no-untyped-def]
-    from app.bench.store import open_db
+def _open(path: Path | None) -> sqlite_utils.Database:
+    from app.db import open_db
 
     return open_db(_db(path))
 
 
-def _run_row(db, run_id: int) -> dict:  # type: ignore[no-untyped-def]
-    from app.bench.store import get_run
-
-    try:
-        return get_run(db, run_id)
-    except KeyError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-@click.group()
+@click.group(cls=UserErrorGroup)
 def bench() -> None:
     """IgakuQA self-benchmark (Japanese national medical licensing exam, 2018-2022)."""
 
@@ -63,9 +52,7 @@ def bench() -> None:
 @click.option("--block", default=None, help="Only these blocks, e.g. B or BE.")
 @click.option("--quick-size", type=click.IntRange(1, 1455), default=20, show_default=True,
               help="Questions in the quick set.")
-@click.option("--mode", type=click.Choice(["generate", "loglik", "paper"]), default="generate", show_default=True,
-              help="generate: greedy, stop when the first line is complete; paper: greedy 256 tokens, "
-                   "then the first line; loglik: choice log-likelihood.")
+@click.option("--mode", type=click.Choice(list(MODES)), default=DEFAULT_MODE, show_default=True, help=mode_help())
 @click.option("--template", default=None, help="Template family (medpalm_five_choice_cot, alpaca) or name.")
 @click.option("--shots", type=click.Choice(["0", "1", "3"]), default="0", show_default=True)
 @click.option("--limit", type=click.IntRange(1, None), default=None, help="Only the first N questions.")
@@ -78,18 +65,14 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
     """Run (or resume) the benchmark; answers are stored one by one, Ctrl-C keeps it resumable."""
     from tqdm import tqdm
 
+    from app.bench.data import load_dataset
     from app.bench.report import format_summary, summarize
-    from app.bench.runner import RunBusy, RunConfig, run_benchmark
-    from app.bench.sets import SetError, SetSpec, parse_year
-    from app.bench.store import answers, get_run, open_db
-    from app.engine import EngineError
-    from app.prompts import TemplateError
+    from app.bench.runner import RunConfig, run_benchmark
+    from app.bench.sets import SetSpec, parse_year
+    from app.bench.store import answers, get_run
 
-    try:
-        spec = SetSpec(set_name, parse_year(year), block.upper() if block else None, quick_size)
-    except (SetError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    dataset = _dataset(data_dir)
+    spec = SetSpec(set_name, parse_year(year), block.upper() if block else None, quick_size)
+    dataset = load_dataset(data_dir)
     languages = ("ja", "en") if lang == "both" else (lang,)
     config = RunConfig(spec, languages, mode, template, int(shots), limit, data_dir)
     engine = load_engine(model, gpu_layers, n_ctx, threads)
@@ -121,14 +104,12 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
             if event.accuracy is not None:
                 bar.set_postfix(acc=f"{event.accuracy * 100:.1f}%")
             bar.refresh()
-    except (RunBusy, SetError, TemplateError, EngineError) as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         if bar is not None:
             bar.close()
     if last is None:
         return
-    db = open_db(database)
+    db = _open(database)
     run = get_run(db, last.run_id)
     click.echo(format_summary(run, summarize(answers(db, last.run_id), dataset)))
     if run["status"] != "complete":
@@ -141,6 +122,7 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(db_path: Path | None, as_json: bool) -> None:
     """List the stored runs, newest first."""
+    from app.bench.report import primary_accuracy
     from app.bench.store import list_runs
 
     runs = list_runs(_open(db_path))
@@ -151,10 +133,9 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
         click.echo("No benchmark runs yet. Start one with: jmedllm bench run --set quick")
         return
     click.echo(f"{'id':>4}  {'started (UTC)':<25} {'status':<11} {'model':<36} {'mode':<8} {'lang':<4} "
-               f"{'set':<18} {'done':>9}  gestalt_paper")
+               f"{'set':<18} {'done':>9}  {PRIMARY}")
     for r in runs:
-        totals = json.loads(r["totals"]) if r.get("totals") else {}
-        acc = totals.get("metrics", {}).get("gestalt_paper", {}).get("accuracy")
+        acc = primary_accuracy(r)
         acc_s = f"{acc * 100:.1f}%" if acc is not None else "-"
         click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} {str(r['model_file'])[:36]:<36} "
                    f"{r['mode']:<8} {r['language']:<4} {r['question_set']:<18} "
@@ -170,13 +151,14 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
 def show_cmd(run_id: int, db_path: Path | None, data_dir: str | None, as_json: bool, baselines: bool) -> None:
     """Summarize RUN: accuracy per metric, language, year, block; safety; pass/fail; baselines."""
     from app.bench.baselines import baselines_for, paper_reported
+    from app.bench.data import load_dataset
     from app.bench.report import format_summary, summarize
-    from app.bench.store import answers
+    from app.bench.store import answers, get_run
 
     db = _open(db_path)
-    run = _run_row(db, run_id)
+    run = get_run(db, run_id)
     rows = answers(db, run_id)
-    dataset = _dataset(data_dir or run.get("data_dir"))
+    dataset = load_dataset(data_dir or run.get("data_dir"))
     summary = summarize(rows, dataset)
     if baselines:
         summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
@@ -200,17 +182,16 @@ def show_cmd(run_id: int, db_path: Path | None, data_dir: str | None, as_json: b
 @click.argument("run_a", type=int)
 @click.argument("run_b", type=int)
 @DB_OPTION
-@click.option("--metric", type=click.Choice(["gestalt_paper", "gestalt", "exact", "letter"]),
-              default="gestalt_paper", show_default=True)
+@click.option("--metric", type=click.Choice(metric_choices()), default=PRIMARY, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_json: bool) -> None:
     """Per-question differences between two runs and an exact McNemar test on the accuracy difference."""
     from app.bench.compare import compare_answers
-    from app.bench.store import answers
+    from app.bench.store import answers, get_run
 
     db = _open(db_path)
-    _run_row(db, run_a)
-    _run_row(db, run_b)
+    get_run(db, run_a)
+    get_run(db, run_b)
     result = compare_answers(answers(db, run_a), answers(db, run_b), metric)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=1))
@@ -218,7 +199,8 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
     for d in result["differences"]:
         mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
         click.echo(f"  {d['problem_id']:<8} [{d['language']}] gold {d['gold']:<6} "
-                   f"A {d['picked_a'] or '-':<6}{mark(d['correct_a'])}  B {d['picked_b'] or '-':<6}{mark(d['correct_b'])}")
+                   f"A {d['picked_a'] or '-':<6}{mark(d['correct_a'])}  "
+                   f"B {d['picked_b'] or '-':<6}{mark(d['correct_b'])}")
     if result["paired"]:
         click.echo(
             f"\n{metric}: A {result['accuracy_a'] * 100:.1f}% vs B {result['accuracy_b'] * 100:.1f}% on "
@@ -240,9 +222,10 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
 def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None) -> None:
     """Write RUN's answers as CSV or JSON lines (each with the run's model and settings)."""
     from app.bench.export import write_export
+    from app.bench.store import get_run
 
     db = _open(db_path)
-    run = _run_row(db, run_id)
+    run = get_run(db, run_id)
     handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     try:
         write_export(db, run, fmt, handle)
@@ -257,15 +240,12 @@ def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None)
 @click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
 @DATA_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def score_cmd(predictions: Path, lang: str, data_dir: str | None, as_json: bool) -> None:
+def score_cmd(predictions: Path, lang: Language, data_dir: str | None, as_json: bool) -> None:
     """Score an external predictions file with every applicable metric."""
-    from app.bench.data import DataError
+    from app.bench.data import load_dataset
     from app.bench.external import score_file
 
-    try:
-        result = score_file(predictions, _dataset(data_dir), lang)
-    except DataError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = score_file(predictions, load_dataset(data_dir), lang)
     if as_json:
         click.echo(json.dumps(result))
         return

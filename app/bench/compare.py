@@ -5,6 +5,8 @@ from __future__ import annotations
 from math import comb
 from typing import Any
 
+from app.bench.metrics import PRIMARY
+
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: b = only A correct, c = only B correct."""
@@ -16,7 +18,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def compare_answers(rows_a: list[dict], rows_b: list[dict], metric: str = "gestalt_paper") -> dict[str, Any]:
+def compare_answers(rows_a: list[dict], rows_b: list[dict], metric: str = PRIMARY) -> dict[str, Any]:
     """Paired comparison on the (problem_id, language) pairs both runs answered."""
     a = {(r["problem_id"], r["language"]): r for r in rows_a}
     b = {(r["problem_id"], r["language"]): r for r in rows_b}

@@ -15,7 +15,9 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, overload
 
+from app.errors import UserError
 from app.paths import PROJECT_ROOT, data_dir
 
 DATA_ENV = "JMEDLLM_IGAKUQA_DIR"
@@ -30,7 +32,11 @@ _BLOCK_FILE = re.compile(r"^(\d{3})-([A-F])\.jsonl$")
 _REFUSAL = re.compile(r"\b(sorry|cannot be translated|can't be translated|unable to translate)\b", re.I)
 
 
-class DataError(ValueError):
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+
+
+class DataError(UserError, ValueError):
     """Missing or malformed IgakuQA data; the message names the file and line."""
 
 
@@ -76,12 +82,6 @@ class Question:
 
     def choices(self, language: str) -> tuple[str, ...]:
         return self.choices_ja if language == "ja" else self.choices_en
-
-    def gold_letters(self) -> tuple[str, ...]:
-        """Answer letters; 112B30's "a or d" gives ("a",) (either is accepted by the scorers)."""
-        if self.problem_id == "112B30":
-            return ("a",)
-        return self.answer
 
 
 @dataclass
@@ -163,6 +163,10 @@ def _read_jsonl(path: Path, digest: hashlib._Hash, rel: str) -> list[dict]:
     return parse_jsonl(raw.decode("utf-8"), rel)
 
 
+@overload
+def _require(row: dict, rel: str, key: str, kind: type[_T]) -> _T: ...
+@overload
+def _require(row: dict, rel: str, key: str, kind: tuple[type[_T], type[_U]]) -> _T | _U: ...
 def _require(row: dict, rel: str, key: str, kind: type | tuple[type, ...]) -> object:
     if key not in row:
         raise DataError(f"{rel}:{row['_line']}: {row['problem_id']} has no {key!r}")
@@ -199,11 +203,11 @@ def load_block(root: Path, year_dir: str, exam: int, block: str, digest: hashlib
         if len(other) != len(ja):
             raise DataError(f"{base}{name}.jsonl: {len(other)} lines, but {base}.jsonl has {len(ja)}")
     questions = []
-    for a, b, c in zip(ja, en, meta):
-        for other, name in ((b, "_translate"), (c, "_metadata")):
-            if other["problem_id"] != a["problem_id"]:
+    for a, b, c in zip(ja, en, meta, strict=True):
+        for row, name in ((b, "_translate"), (c, "_metadata")):
+            if row["problem_id"] != a["problem_id"]:
                 raise DataError(
-                    f"{base}{name}.jsonl:{other['_line']}: problem_id {other['problem_id']!r} does not "
+                    f"{base}{name}.jsonl:{row['_line']}: problem_id {row['problem_id']!r} does not "
                     f"match {a['problem_id']!r} on line {a['_line']} of {base}.jsonl"
                 )
         rel = f"{base}.jsonl"
@@ -214,7 +218,7 @@ def load_block(root: Path, year_dir: str, exam: int, block: str, digest: hashlib
                             f"{len(choices_en)} choices, the Japanese has {len(choices_ja)}")
         answer = _require(a, rel, "answer", list)
         try:
-            points = int(_require(a, rel, "points", (str, int)))  # type: ignore[arg-type]
+            points = int(_require(a, rel, "points", (str, int)))
         except ValueError:
             raise DataError(f"{rel}:{a['_line']}: {a['problem_id']} points is not a number") from None
         questions.append(Question(

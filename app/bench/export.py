@@ -8,14 +8,14 @@ from typing import IO
 
 import sqlite_utils
 
-from app.bench.store import ANSWER_COLUMNS, iter_answers
+from app.bench.store import answer_columns, iter_answers
 
 RUN_FIELDS = ("model_file", "model_sha256", "quantization", "mode", "template", "shots", "question_set",
               "data_fingerprint")
 
 
 def write_export(db: sqlite_utils.Database, run: dict, fmt: str, handle: IO[str]) -> int:
-    columns = ["run_id", *RUN_FIELDS, *[c for c in ANSWER_COLUMNS if c not in ("id", "run_id")]]
+    columns = ["run_id", *RUN_FIELDS, *[c for c in answer_columns() if c not in ("id", "run_id")]]
     count = 0
     writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore") if fmt == "csv" else None
     if writer:

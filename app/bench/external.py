@@ -13,14 +13,15 @@ from typing import Any
 
 from app.bench.baselines import read_predictions
 from app.bench.data import DataError, Dataset
-from app.bench.report import tally
-from app.bench.scoring import METRICS, extract_response, igakuqa_letter_correct, score_response
+from app.bench.metrics import METRICS, igakuqa_letter_correct, tally
+from app.bench.scoring import score_response
+from app.extraction import answer_line
+from app.prompts import Language, default_template
 
-MARKERS = {"ja": "### 応答：", "en": "### Response:"}
 
-
-def score_file(path: Path, dataset: Dataset, language: str = "ja") -> dict[str, Any]:
+def score_file(path: Path, dataset: Dataset, language: Language = "ja") -> dict[str, Any]:
     by_id = dataset.by_id()
+    marker = default_template(language, 5).response_marker
     rows: dict[str, list[dict]] = {m: [] for m in METRICS}
     for item in read_predictions(Path(path)):
         number = item["_line"]
@@ -31,11 +32,11 @@ def score_file(path: Path, dataset: Dataset, language: str = "ja") -> dict[str, 
             rows["letter"].append({"letter": igakuqa_letter_correct(
                 question.problem_id, str(item["prediction"]), question.answer)})
         elif "response" in item:
-            response = extract_response(str(item["response"]), MARKERS[language])
+            response = answer_line(str(item["response"]), marker)
             scored = score_response(question.problem_id, response, question.choices(language),
                                     question.answer, question.kinki)
             for metric in METRICS:
-                rows[metric].append({metric: getattr(scored, metric)})
+                rows[metric].append({metric: scored.verdicts[metric]})
         else:
             raise DataError(f"{path}:{number}: needs a 'prediction' or a 'response'")
     return {metric: tally(r, metric) for metric, r in rows.items() if r}

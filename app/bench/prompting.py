@@ -13,7 +13,8 @@ import threading
 from dataclasses import dataclass
 
 from app.bench.data import Question
-from app.engine import Engine, Sampling
+from app.engines.base import Engine, Sampling
+from app.extraction import strip_reasoning
 from app.prompts import PaperTemplate, TemplateError, default_template, get_template, paper_templates, render
 
 PAPER_MAX_TOKENS = 256
@@ -42,7 +43,8 @@ def template_family(name: str | None) -> str:
     return name.removesuffix("_ja")
 
 
-def build_prompt(question: Question, language: str, template: str | None = None, shots: int = 0) -> tuple[str, PaperTemplate]:
+def build_prompt(question: Question, language: str, template: str | None = None,
+                 shots: int = 0) -> tuple[str, PaperTemplate]:
     tpl = resolve_template(template, language, question.n_choices)
     return render(tpl, question.text(language), question.choices(language), shots), tpl
 
@@ -61,8 +63,8 @@ class Generated:
 
 
 def first_line_complete(text: str) -> bool:
-    """Whether ``text`` holds a complete non-empty line."""
-    stripped = text.lstrip("\r\n \t\u3000")
+    """Whether ``text`` holds a complete non-empty answer line (reasoning blocks do not count)."""
+    stripped = strip_reasoning(text).lstrip("\r\n \t\u3000")
     return "\n" in stripped and bool(stripped.split("\n", 1)[0].strip())
 
 

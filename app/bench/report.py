@@ -3,26 +3,26 @@ abstentions and the Gestalt chance floor; contraindicated picks; pass/fail per y
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from app.bench.data import EXAMS, Dataset
+from app.bench.metrics import METRICS, PRIMARY, tally
 from app.bench.safety import PASS_LINES, QuestionResult, pass_fail
-from app.bench.scoring import METRICS, empty_answer_floor
-
-PRIMARY = "gestalt_paper"  # the number comparable with the paper
+from app.bench.scoring import empty_answer_floor
 
 
-def tally(rows: Iterable[dict], metric: str) -> dict[str, Any]:
-    rows = list(rows)
-    correct = sum(int(bool(r[metric])) for r in rows)
-    total = len(rows)
-    return {"correct": correct, "total": total, "accuracy": round(correct / total, 4) if total else None}
+def metric_totals(rows: Sequence[dict]) -> dict[str, dict[str, Any]]:
+    """Every registered metric's aggregate over ``rows``."""
+    return {name: m.aggregate(rows) for name, m in METRICS.items()}
 
 
-def metric_totals(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> dict[str, dict[str, Any]]:
-    return {m: tally(rows, m) for m in metrics}
+def primary_accuracy(run: dict) -> float | None:
+    """The primary metric's accuracy stored with a finished run (``runs.totals``), if any."""
+    totals = json.loads(run["totals"]) if run.get("totals") else {}
+    return totals.get("metrics", {}).get(PRIMARY, {}).get("accuracy")
 
 
 def group(rows: Iterable[dict], key: str, metric: str = PRIMARY) -> dict[Any, dict[str, Any]]:
@@ -90,20 +90,18 @@ def summarize(rows: Sequence[dict], dataset: Dataset | None = None) -> dict[str,
 def format_summary(run: dict, summary: dict[str, Any]) -> str:
     """Plain text for the terminal."""
     lines = [
-        f"Run {run['id']}: {run['model_file']} ({run.get('quantization') or '?'}, sha256 {str(run['model_sha256'])[:12]})",
+        f"Run {run['id']}: {run['model_file']} "
+        f"({run.get('quantization') or '?'}, sha256 {str(run['model_sha256'])[:12]})",
         f"  {run['mode']} · {run['language']} · set {run['question_set']} · template {run['template']} · "
         f"{run['shots']}-shot · {run['status']} · {run['n_answered']}/{run['n_items']} answered",
         f"  {run['device']} · {run['backend']} {run['backend_version']} · data {str(run['data_fingerprint'])[:12]}",
         "",
         "Accuracy (correct/total):",
     ]
-    names = {"gestalt_paper": "Gestalt (paper's code, comparable with the paper)",
-             "gestalt": "Gestalt (corrected: k and gold from the letters)",
-             "exact": "Exact match", "letter": "Letter match (IgakuQA's rule)"}
     for lang, totals in summary["by_language"].items():
         for metric, t in totals.items():
             acc = f"{t['accuracy'] * 100:.1f}%" if t["accuracy"] is not None else "-"
-            lines.append(f"  [{lang}] {names[metric]:<52} {t['correct']:>4}/{t['total']:<4} {acc}")
+            lines.append(f"  [{lang}] {METRICS[metric].description:<52} {t['correct']:>4}/{t['total']:<4} {acc}")
     floor = summary.get("chance_floor_gestalt_paper")
     if floor and floor["accuracy"] is not None:
         lines.append(f"  Chance floor of the Gestalt metric (an empty answer): {floor['accuracy'] * 100:.1f}%")
@@ -111,9 +109,9 @@ def format_summary(run: dict, summary: dict[str, Any]) -> str:
     lines.append(f"  Questions with a contraindicated (禁忌) choice picked: {summary['contraindicated_questions']}")
     lines.append(f"  Points (letter match): {summary['points']['got']}/{summary['points']['total']}")
     lines.append("")
-    lines.append("By year (gestalt_paper): " + ", ".join(
+    lines.append(f"By year ({PRIMARY}): " + ", ".join(
         f"{k} {v['accuracy'] * 100:.1f}% ({v['total']})" for k, v in summary["by_year"].items() if v["total"]))
-    lines.append("By block (gestalt_paper): " + ", ".join(
+    lines.append(f"By block ({PRIMARY}): " + ", ".join(
         f"{k} {v['accuracy'] * 100:.1f}%" for k, v in summary["by_block"].items() if v["total"]))
     if summary.get("pass_fail"):
         lines.append("")

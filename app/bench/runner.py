@@ -1,7 +1,7 @@
 """Running the benchmark: resumable, one answer committed at a time, progress as events.
 
-``run_benchmark`` is a generator of :class:`Progress` events, so the CLI (tqdm) and the UI
-(gr.Progress) drive the same loop. A run is identified by its settings (model sha256, mode,
+``run_benchmark`` is a generator of :class:`RunProgress` events, so the CLI (tqdm) and the UI
+(gr.RunProgress) drive the same loop. A run is identified by its settings (model sha256, mode,
 template, shots, languages, question set, limit, data fingerprint): starting a run with the same
 settings finds the unfinished one, skips what it already answered, and continues.
 """
@@ -16,24 +16,28 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import llama_cpp
 import sqlite_utils
 
 from app.bench import store
 from app.bench.data import Dataset, Question, load_dataset
-from app.bench.loglik import option_logprobs, pick_top_k
-from app.bench.prompting import PAPER_MAX_TOKENS, build_prompt, generate, prompt_hash, template_family
+from app.bench.metrics import METRICS, PRIMARY
+from app.bench.modes import DEFAULT_MODE, MODES, Mode, Outcome, Request
+from app.bench.prompting import PAPER_MAX_TOKENS, build_prompt, prompt_hash, template_family
 from app.bench.report import summarize
-from app.bench.scoring import Scored, extract_response, gold_alternatives, score_letters, score_response
 from app.bench.sets import SetSpec, select
-from app.engine import Engine, PromptTooLong
+from app.db import open_db
+from app.engines.base import Engine, NotSupported, PromptTooLong
+from app.errors import UserError
 
-MODES = ("generate", "loglik", "paper")
 LANGUAGES = ("ja", "en")
 
 
-class RunBusy(RuntimeError):
+class RunBusy(UserError, RuntimeError):
     """Another live process is running a benchmark with the same settings."""
+
+
+class UnknownMode(UserError, ValueError):
+    """A mode name that is not in the registry."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,19 @@ class RunConfig:
 
     set_spec: SetSpec = SetSpec()
     languages: tuple[str, ...] = ("ja",)
-    mode: str = "generate"  # generate: stop after the first line; paper: 256 tokens; loglik
+    mode: str = DEFAULT_MODE  # a name in app.bench.modes.MODES
     template: str | None = None
     shots: int = 0
     limit: int | None = None
     data_dir: str | None = None
     max_tokens: int = PAPER_MAX_TOKENS
+
+    @property
+    def mode_spec(self) -> Mode:
+        try:
+            return MODES[self.mode]
+        except KeyError:
+            raise UnknownMode(f"Unknown mode {self.mode!r}; choose one of {', '.join(MODES)}") from None
 
     @property
     def language_label(self) -> str:
@@ -60,12 +71,12 @@ class RunConfig:
 
 
 @dataclass
-class Progress:
+class RunProgress:
     run_id: int
     done: int
     total: int
     resumed: int = 0
-    correct: int = 0  # gestalt_paper over the answers of this run so far
+    correct: int = 0  # the primary metric over the answers of this run so far
     answered_now: int = 0
     elapsed_s: float = 0.0
     status: str = "running"
@@ -101,50 +112,52 @@ def plan(dataset: Dataset, config: RunConfig) -> list[tuple[Question, str]]:
     return [(q, lang) for q in ordered for lang in config.languages if q.problem_id in per_lang[lang]]
 
 
-def answer_question(engine: Engine, question: Question, language: str, config: RunConfig,
-                    cancel: threading.Event | None = None) -> dict | None:
-    """Ask one question; the answers-table row, or None when cancelled mid-generation."""
-    prompt, template = build_prompt(question, language, config.template, config.shots)
-    choices = question.choices(language)
-    start = time.perf_counter()
-    if config.mode == "loglik" and choices:
-        scores = option_logprobs(engine, prompt, choices)
-        k = len(gold_alternatives(question.problem_id, question.answer)[0])
-        picks = tuple("abcdefghijklmnopqrstuvwxyz"[i] for i in pick_top_k(scores.logprobs, k))
-        scored: Scored = score_letters(question.problem_id, picks, choices, question.answer, question.kinki)
-        raw = json.dumps({"logprobs": scores.logprobs, "tokens": scores.token_counts})
-        prompt_tokens, completion_tokens, finish = scores.prompt_tokens, 0, "loglik"
-    else:
-        first_only = config.mode != "paper"
-        gen = generate(engine, prompt, first_line_only=first_only, max_tokens=config.max_tokens, cancel=cancel)
-        if gen.finish_reason == "cancelled" or (cancel is not None and cancel.is_set() and gen.finish_reason != "first_line"):
-            return None
-        raw = gen.raw
-        response = extract_response(raw, template.response_marker)
-        scored = score_response(question.problem_id, response, choices, question.answer, question.kinki)
-        prompt_tokens, completion_tokens, finish = gen.prompt_tokens, gen.completion_tokens, gen.finish_reason
-    latency = time.perf_counter() - start
+def question_fields(question: Question, language: str) -> dict:
+    """The answers-table columns that describe the question asked."""
+    return {"problem_id": question.problem_id, "language": language, "exam": question.exam,
+            "block": question.block, "category": question.category, "points": question.points,
+            "text_only": int(question.text_only), "gold": ",".join(question.answer)}
+
+
+def outcome_fields(outcome: Outcome) -> dict:
+    """The answers-table columns that record what the model answered and how it scored."""
+    scored = outcome.scored
     return {
-        "problem_id": question.problem_id, "language": language, "exam": question.exam,
-        "block": question.block, "category": question.category, "points": question.points,
-        "text_only": int(question.text_only), "prompt_hash": prompt_hash(prompt), "raw_output": raw,
-        "response": scored.response, "picked": ",".join(scored.picked), "gold": ",".join(question.answer),
-        "letter": int(scored.letter), "gestalt_paper": int(scored.gestalt_paper), "gestalt": int(scored.gestalt),
-        "exact": int(scored.exact), "abstained": int(scored.abstained),
-        "best_similarity": round(scored.best_similarity, 4),
+        "raw_output": outcome.raw, "response": scored.response, "picked": ",".join(scored.picked),
+        **{name: int(scored.verdicts[name]) for name in METRICS},
+        "abstained": int(scored.abstained), "best_similarity": round(scored.best_similarity, 4),
         "scores": json.dumps([round(s, 4) for s in scored.similarities]),
         "kinki_picked": ",".join(scored.kinki_picked), "contraindicated": int(bool(scored.kinki_picked)),
-        "latency_s": round(latency, 4), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "finish_reason": finish,
+        "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+        "finish_reason": outcome.finish_reason,
     }
+
+
+def unanswerable_fields(reason: str) -> dict:
+    """The answers-table columns for a question the model could not be asked (every metric wrong)."""
+    return {"raw_output": "", "response": "", "picked": "", **{name: 0 for name in METRICS}, "abstained": 1,
+            "contraindicated": 0, "finish_reason": reason}
+
+
+def answer_question(engine: Engine, question: Question, language: str, config: RunConfig,
+                    cancel: threading.Event | None = None) -> dict | None:
+    """Ask one question; the answers-table row, or None when cancelled mid-answer."""
+    prompt, template = build_prompt(question, language, config.template, config.shots)
+    request = Request(question, language, prompt, template, config.max_tokens, cancel)
+    start = time.perf_counter()
+    outcome = config.mode_spec.answer(engine, request)
+    if outcome is None:
+        return None
+    return {**question_fields(question, language), "prompt_hash": prompt_hash(prompt), **outcome_fields(outcome),
+            "latency_s": round(time.perf_counter() - start, 4)}
 
 
 def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, identity: dict, n_items: int) -> dict:
     card = engine.card
     return {
         "config_key": key, "model_file": card.file_name, "model_sha256": card.sha256,
-        "quantization": card.quantization, "architecture": card.architecture, "backend": "llama.cpp",
-        "backend_version": f"llama-cpp-python {llama_cpp.__version__}", "device": engine.device,
+        "quantization": card.quantization, "architecture": card.architecture, "backend": engine.backend,
+        "backend_version": engine.backend_version, "device": engine.device,
         "gpu_layers": engine.gpu_layers, "n_ctx": engine.n_ctx, "template": template_family(config.template),
         "shots": config.shots, "mode": config.mode, "language": config.language_label,
         "question_set": config.set_spec.label(), "set_size": len({q.problem_id for q, _ in plan(dataset, config)}),
@@ -153,7 +166,8 @@ def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, i
     }
 
 
-def final_totals(db: sqlite_utils.Database, run_id: int, dataset: Dataset | None = None) -> dict:
+def final_totals(db: sqlite_utils.Database, run_id: int) -> dict:
+    """The run's totals, speed and throughput, stored with it when it ends."""
     rows = store.answers(db, run_id)
     summary = summarize(rows, None)
     seconds = sum(r["latency_s"] or 0 for r in rows)
@@ -168,14 +182,19 @@ def final_totals(db: sqlite_utils.Database, run_id: int, dataset: Dataset | None
 
 
 def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel: threading.Event | None = None,
-                  dataset: Dataset | None = None) -> Iterator[Progress]:
-    """Run (or resume) the benchmark, yielding a :class:`Progress` after each stored answer."""
+                  dataset: Dataset | None = None) -> Iterator[RunProgress]:
+    """Run (or resume) the benchmark, yielding a :class:`RunProgress` after each stored answer."""
+    mode = config.mode_spec
+    if not mode.available(engine):
+        raise NotSupported(f"The {engine.backend} engine cannot run the {mode.name} mode "
+                           f"(it needs {mode.requires}).")
     dataset = dataset or load_dataset(config.data_dir)
     items = plan(dataset, config)
     build_prompt(items[0][0], items[0][1], config.template, config.shots)  # bad template/shots: fail before storing
     identity = config.identity(engine.card.sha256, dataset.fingerprint)
     key = config_key(identity)
-    db = store.open_db(db_path)
+    db = open_db(db_path)
+    store.ensure_metric_columns(db)
     existing = store.find_unfinished(db, key)
     if existing is not None:
         if existing["status"] == "running" and store.pid_alive(existing["pid"]):
@@ -186,8 +205,8 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
     else:
         run_id = store.create_run(db, _run_fields(engine, config, dataset, key, identity, len(items)))
         done_keys = set()
-    correct = db.execute("select coalesce(sum(gestalt_paper), 0) from answers where run_id = ?", [run_id]).fetchone()[0]
-    progress = Progress(run_id, len(done_keys), len(items), resumed=len(done_keys), correct=int(correct))
+    correct = db.execute(f"select coalesce(sum({PRIMARY}), 0) from answers where run_id = ?", [run_id]).fetchone()[0]
+    progress = RunProgress(run_id, len(done_keys), len(items), resumed=len(done_keys), correct=int(correct))
     start = time.perf_counter()
     status = "interrupted"
     try:
@@ -200,21 +219,17 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
             try:
                 row = answer_question(engine, question, language, config, cancel)
             except PromptTooLong as exc:
-                row = {"problem_id": question.problem_id, "language": language, "exam": question.exam,
-                       "block": question.block, "category": question.category, "points": question.points,
-                       "text_only": int(question.text_only), "raw_output": "", "response": "", "picked": "",
-                       "gold": ",".join(question.answer), "letter": 0, "gestalt_paper": 0, "gestalt": 0,
-                       "exact": 0, "abstained": 1, "contraindicated": 0, "finish_reason": f"too_long: {exc}"}
+                row = {**question_fields(question, language), **unanswerable_fields(f"too_long: {exc}")}
             if row is None:
                 break
             store.add_answer(db, {"run_id": run_id, **row})
             done_keys.add((question.problem_id, language))
             progress.done += 1
             progress.answered_now += 1
-            progress.correct += row["gestalt_paper"]
+            progress.correct += row[PRIMARY]
             progress.elapsed_s = time.perf_counter() - start
             progress.last = {k: row[k] for k in ("problem_id", "language", "response", "picked", "gold",
-                                                 "gestalt_paper", "letter")}
+                                                 *METRICS)}
             yield replace(progress, last=dict(progress.last))
         else:
             status = "complete"

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.bench.data import EXAMS, YEARS, Dataset, Question
+from app.errors import UserError
 
 SET_NAMES = ("paper", "paper-strict", "text-only", "full", "quick")
 QUICK_SIZE = 20
@@ -26,7 +27,7 @@ QUICK_SEED = 20240917
 PAPER_MAX_CHARS = {"ja": 1024, "en": 2048}
 
 
-class SetError(ValueError):
+class SetError(UserError, ValueError):
     """An unknown set name or a filter that selects nothing."""
 
 
@@ -51,7 +52,10 @@ def parse_year(value: str | int | None) -> int | None:
     """"2022" or "116" -> 116."""
     if value in (None, "", "all"):
         return None
-    number = int(value)  # type: ignore[arg-type]
+    try:
+        number = int(value)
+    except ValueError:
+        raise SetError(f"Unknown year {value}: use 2018-2022 or the exam number 112-116") from None
     if number in EXAMS:
         return number
     if number in YEARS:

@@ -1,9 +1,16 @@
-"""The llama.cpp engine: one loaded GGUF, one generation at a time, streamed and cancellable.
+"""The ``local`` engine: a GGUF loaded in this process through llama-cpp-python.
 
 ``llama_cpp.Llama`` has no lock of its own and wrong defaults for this app (512-token context,
-random seed, verbose logging, half the cores). :class:`Engine` sets them, serialises access with
-a non-blocking lock (a second caller gets :class:`EngineBusy`, not a corrupted KV cache), renders
-chat prompts with the GGUF's own template, and measures every generation.
+random seed, verbose logging, half the cores). :class:`LocalEngine` sets them, serialises access
+through the engine lock (a second caller gets :class:`EngineBusy`, not a corrupted KV cache),
+renders chat prompts with the GGUF's own template, measures every generation, and scores options
+by log-likelihood.
+
+Log-likelihood memory: the Llama keeps ``logits_all=False`` (``logits_all`` would hold n_ctx x
+vocab floats, about 2.3 GiB at 4,096 tokens with Qwen's 152k vocabulary). The shared prompt is
+evaluated once; its last logits row scores each option's first token; then each option's tokens
+are decoded in one batch after the prompt with logits requested for every option position, and
+the KV cache is rewound to the end of the prompt before the next option.
 """
 
 from __future__ import annotations
@@ -11,42 +18,36 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, TypedDict, Unpack, cast
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from app.devices import gpu_devices
-from app.hashing import Progress
-from app.model_card import ModelCard, read_model_card
+from app.engines.base import (
+    DEFAULT_SEED,
+    LOGLIK,
+    Engine,
+    EngineError,
+    GenerationStats,
+    OptionScores,
+    PromptTooLong,
+    Sampling,
+)
+from app.engines.devices import gpu_devices
+from app.engines.options import DEFAULT_CONTEXT, GpuLayers
+from app.hashing import HashProgress
+from app.model_card import read_model_card
+from app.numeric import log_softmax
 
-GpuLayers = int | Literal["auto"]
-DEFAULT_CONTEXT = 4096
-DEFAULT_SEED = 1234
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionStreamResponse
+
 PLAIN_CHAT_STOP = "\n### "
-
-
-class EngineError(RuntimeError):
-    """A generation request that cannot be served; the message is meant for the user."""
-
-
-class EngineBusy(EngineError):
-    """Another generation is running on this model."""
-
-
-class PromptTooLong(EngineError):
-    """The prompt does not fit in the context window."""
-
-    def __init__(self, prompt_tokens: int, n_ctx: int) -> None:
-        super().__init__(
-            f"The prompt is {prompt_tokens} tokens long, but the model's context window is {n_ctx} "
-            "tokens. Shorten the question or load the model with a larger context size."
-        )
-        self.prompt_tokens = prompt_tokens
-        self.n_ctx = n_ctx
+BACKEND_VERSION = f"llama-cpp-python {llama_cpp.__version__}"
 
 
 def default_threads() -> int:
@@ -73,95 +74,28 @@ class EngineConfig:
         return int(self.n_gpu_layers)
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """Decoding settings. ``temperature == 0`` is greedy and, with a fixed seed, deterministic."""
+class EngineOptions(TypedDict, total=False):
+    """The optional :class:`EngineConfig` fields, as keyword arguments of :meth:`LocalEngine.load`."""
 
-    max_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repeat_penalty: float = 1.0
-    seed: int = DEFAULT_SEED
-    stop: tuple[str, ...] = ()
-
-    @classmethod
-    def greedy(cls, max_tokens: int = 512, stop: Sequence[str] = ()) -> Sampling:
-        return cls(max_tokens=max_tokens, stop=tuple(stop))
+    n_gpu_layers: GpuLayers
+    n_ctx: int
+    n_threads: int | None
+    seed: int
 
 
-@dataclass
-class GenerationStats:
-    """What one generation cost: tokens, wall time, time to first token, speed, why it ended."""
+class LocalEngine(Engine):
+    """One GGUF loaded in this process by llama.cpp."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    first_token_seconds: float | None = None
-    finish_reason: str = "running"
+    backend = "llama.cpp"
+    backend_version = BACKEND_VERSION
+    capabilities = frozenset({LOGLIK})
 
-    @property
-    def tokens_per_second(self) -> float:
-        """Decode speed: tokens after the first, over the time after the first token."""
-        if self.first_token_seconds is None or self.completion_tokens < 2:
-            return 0.0
-        decode_time = self.seconds - self.first_token_seconds
-        return (self.completion_tokens - 1) / decode_time if decode_time > 0 else 0.0
-
-
-class Generation:
-    """A running generation: iterate it for text pieces; ``text`` and ``stats`` fill as it runs.
-
-    The engine's lock is held from creation until the iteration ends or :meth:`close` is called,
-    so an abandoned generation never leaves the model locked.
-    """
-
-    def __init__(self, pieces: Iterator[str], stats: GenerationStats, release: Callable[[], None]):
-        self._pieces = pieces
-        self._release = release
-        self._closed = False
-        self.stats = stats
-        self.text = ""
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for piece in self._pieces:
-                self.text += piece
-                yield piece
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop generating (if still running) and free the model for the next request."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._pieces.close()  # type: ignore[attr-defined]
-        finally:
-            if self.stats.finish_reason == "running":
-                self.stats.finish_reason = "cancelled"
-            self._release()
-
-    def __del__(self) -> None:
-        self.close()
-
-    def result(self) -> str:
-        """Run to the end and return the whole text."""
-        for _ in self:
-            pass
-        return self.text
-
-
-class Engine:
-    """One loaded GGUF model served one request at a time."""
-
-    def __init__(self, config: EngineConfig, on_hash_progress: Progress | None = None) -> None:
-        self.card: ModelCard = read_model_card(config.model_path, on_hash_progress)
+    def __init__(self, config: EngineConfig, on_hash_progress: HashProgress | None = None) -> None:
+        super().__init__()
+        self.card = read_model_card(config.model_path, on_hash_progress)
         self.config = config
         self.gpu_layers = config.resolved_gpu_layers()
         self.n_threads = config.n_threads or default_threads()
-        self._lock = threading.Lock()
         try:
             self._llm = llama_cpp.Llama(
                 model_path=self.card.path,
@@ -186,18 +120,15 @@ class Engine:
         )
 
     @classmethod
-    def load(cls, model_path: Path | str, on_hash_progress: Progress | None = None, **options: object) -> Engine:
+    def load(cls, model_path: Path | str, on_hash_progress: HashProgress | None = None,
+             **options: Unpack[EngineOptions]) -> LocalEngine:
         """Load a GGUF with the app's defaults; ``options`` are :class:`EngineConfig` fields."""
-        config = EngineConfig(model_path=Path(model_path), **options)  # type: ignore[arg-type]
+        config = EngineConfig(model_path=Path(model_path), **options)
         return cls(config, on_hash_progress)
 
     @property
     def n_ctx(self) -> int:
         return self._llm.n_ctx()
-
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
 
     @property
     def device(self) -> str:
@@ -229,49 +160,15 @@ class Engine:
         says so) instead of llama-cpp-python's silent llama-2 fallback.
         """
         if self._chat_formatter is not None:
-            response = self._chat_formatter(messages=list(messages))
+            # plain {"role", "content"} dicts; llama-cpp-python types messages as per-role TypedDicts
+            response = self._chat_formatter(messages=cast("list[ChatCompletionRequestMessage]", list(messages)))
             stops = response.stop if isinstance(response.stop, list) else [response.stop]
             return response.prompt, tuple(s for s in stops if s)
         lines = [f"### {m['role'].capitalize()}:\n{m['content']}\n" for m in messages]
         return "".join(lines) + "### Assistant:\n", (PLAIN_CHAT_STOP,)
 
-    def exclusive(self, blocking: bool = False) -> _Exclusive:
-        """Context manager holding the model's lock; raises :class:`EngineBusy` if taken."""
-        return _Exclusive(self._lock, blocking)
-
-    def stream(
-        self,
-        prompt: str,
-        sampling: Sampling = Sampling(),
-        cancel: threading.Event | None = None,
-        wait: bool = False,
-    ) -> Generation:
-        """Start a raw completion of ``prompt``; raises before generating if busy or too long."""
-        guard = self.exclusive(blocking=wait)
-        guard.__enter__()
-        try:
-            tokens = self.tokenize(prompt)
-            if len(tokens) >= self.n_ctx:
-                raise PromptTooLong(len(tokens), self.n_ctx)
-        except BaseException:
-            guard.release()
-            raise
-        stats = GenerationStats(prompt_tokens=len(tokens))
-        return Generation(self._run(tokens, sampling, cancel, stats), stats, guard.release)
-
-    def complete(self, prompt: str, sampling: Sampling = Sampling(), wait: bool = True) -> Generation:
-        """Run a raw completion to the end; the returned generation holds text and stats."""
-        generation = self.stream(prompt, sampling, wait=wait)
-        generation.result()
-        return generation
-
-    def _run(
-        self,
-        tokens: list[int],
-        sampling: Sampling,
-        cancel: threading.Event | None,
-        stats: GenerationStats,
-    ) -> Iterator[str]:
+    def _generate(self, tokens: list[int], sampling: Sampling, cancel: threading.Event | None,
+                  stats: GenerationStats) -> Iterator[str]:
         start = time.perf_counter()
         sampled = 0
 
@@ -284,7 +181,8 @@ class Engine:
 
         try:
             self._llm.reset()  # no prefix reuse: identical prompts give identical greedy output
-            chunks = self._llm.create_completion(
+            # stream=True yields chunks; llama-cpp-python annotates the union of both return kinds
+            chunks = cast("Iterator[CreateCompletionStreamResponse]", self._llm.create_completion(
                 prompt=tokens,
                 max_tokens=min(sampling.max_tokens, self.n_ctx - len(tokens)),
                 temperature=sampling.temperature,
@@ -296,14 +194,14 @@ class Engine:
                 stop=list(sampling.stop),
                 stream=True,
                 stopping_criteria=llama_cpp.StoppingCriteriaList([count_and_check]),
-            )
+            ))
             finish = "length"
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 if choice["text"]:
                     yield choice["text"]
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
+                if reason := choice.get("finish_reason"):
+                    finish = reason
                 if cancel is not None and cancel.is_set():
                     finish = "cancelled"
                     break
@@ -315,27 +213,39 @@ class Engine:
             stats.completion_tokens = sampled
             stats.seconds = time.perf_counter() - start
 
+    def option_logprobs(self, prompt: str, options: Sequence[str]) -> OptionScores:
+        """Sum of log P(option tokens | prompt) for each option, the prompt evaluated once."""
+        start = time.perf_counter()
+        llm = self._llm
+        prompt_tokens = self.tokenize(prompt)
+        option_tokens = [llm.tokenize(o.encode("utf-8"), add_bos=False, special=False) or [llm.token_eos()]
+                         for o in options]
+        longest = max((len(t) for t in option_tokens), default=0)
+        if len(prompt_tokens) + longest >= self.n_ctx:
+            raise PromptTooLong(len(prompt_tokens) + longest, self.n_ctx)
+        n_prompt = len(prompt_tokens)
+        results: list[float] = []
+        with self.exclusive(blocking=True):
+            try:
+                llm.reset()
+                llm._ctx.kv_cache_clear()
+                llm.eval(prompt_tokens)
+                first = log_softmax(self._logits_row(-1).copy())
+                for tokens in option_tokens:
+                    total = float(first[tokens[0]])
+                    if len(tokens) > 1:
+                        batch = llm._batch
+                        batch.set_batch(batch=tokens[:-1], n_past=n_prompt, logits_all=True)
+                        llm._ctx.decode(batch)
+                        for i, token in enumerate(tokens[1:]):
+                            total += float(log_softmax(self._logits_row(i))[token])
+                        llm._ctx.kv_cache_seq_rm(0, n_prompt, -1)  # rewind to the end of the prompt
+                    results.append(total)
+            finally:
+                llm.reset()
+        return OptionScores(results, [len(t) for t in option_tokens], n_prompt, time.perf_counter() - start)
 
-class _Exclusive:
-    """The engine lock as a context manager that raises :class:`EngineBusy` when not blocking."""
-
-    def __init__(self, lock: threading.Lock, blocking: bool) -> None:
-        self._lock = lock
-        self._blocking = blocking
-        self._held = False
-
-    def __enter__(self) -> _Exclusive:
-        if not self._lock.acquire(blocking=self._blocking):
-            raise EngineBusy(
-                "The model is answering another question. Wait for it to finish or press Stop."
-            )
-        self._held = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
+    def _logits_row(self, index: int) -> np.ndarray:
+        """The logits llama.cpp holds for batch position ``index`` (-1: the last), as a view."""
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, index),
+                                     shape=(self._llm.n_vocab(),))

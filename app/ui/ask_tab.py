@@ -6,10 +6,11 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from app.engine import EngineBusy, EngineError
+from app.engines.base import EngineBusy
+from app.errors import UserError
 from app.history import record_question
-from app.prompts import TemplateError, paper_templates
-from app.qa import Question, QuestionError, ask, parse_choices
+from app.prompts import paper_templates
+from app.qa import Answer, Query, ask, parse_choices
 from app.ui.cancels import CancelRegistry
 from app.ui.cards import model_card_markdown
 from app.ui.i18n import LANGUAGE_CHOICES, t
@@ -19,13 +20,10 @@ from app.ui.state import AppState
 AUTO_TEMPLATE = "auto"
 
 
-def _chosen_markdown(answer, lang: str) -> str:  # type: ignore[no-untyped-def]
+def _chosen_markdown(answer: Answer, lang: str) -> str:
     if not answer.choices:
         return ""
-    pick = answer.pick
-    if pick is None:
-        return f"**{t('chosen', lang)}:** {t('abstained', lang)}"
-    return f"**{t('chosen', lang)}:** ({pick.letter}) {pick.text}"
+    return f"**{t('chosen', lang)}:** {answer.chosen_text() or t('abstained', lang)}"
 
 
 def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str) -> None:
@@ -78,7 +76,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                         request: gr.Request) -> Iterator[tuple[str, str, str]]:
         engine = state.engine
         cancel = cancels.fresh(request)
-        item = Question(
+        item = Query(
             text=text or "",
             choices=parse_choices(raw_choices),
             language=answer_lang,
@@ -91,7 +89,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         except EngineBusy:
             yield t("busy", ui_lang), "", model_card_markdown(engine)
             return
-        except (QuestionError, TemplateError, EngineError) as exc:
+        except UserError as exc:
             raise gr.Error(str(exc)) from exc
         for _ in answer.generation:
             yield answer.generation.text, "", model_card_markdown(engine, answer.generation.stats)
@@ -102,7 +100,8 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         if history_on:
             pick = answer.pick
             record_question(state.options.database, engine, item.text, item.choices, answer.language,
-                            answer.generation.text, pick.letter if pick else None, stats)
+                            answer.generation.text, ",".join(pick.letters) if pick and pick.letters else None,
+                            stats)
         yield text_out, _chosen_markdown(answer, ui_lang), model_card_markdown(engine, stats)
 
     ask_button.click(

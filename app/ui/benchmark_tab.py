@@ -10,7 +10,6 @@ The button's API name is ``self_benchmark`` with inputs (set_name, languages, mo
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,15 @@ import pandas as pd
 
 from app.bench import store
 from app.bench.baselines import BASELINE_FILES, baseline_breakdown, baselines_for, paper_reported
-from app.bench.data import EXAMS, YEARS, DataError, Dataset, load_dataset
+from app.bench.data import EXAMS, YEARS, Dataset, load_dataset
 from app.bench.export import write_export
-from app.bench.report import summarize
-from app.bench.runner import RunBusy, RunConfig, run_benchmark
+from app.bench.metrics import METRICS, PRIMARY
+from app.bench.modes import DEFAULT_MODE, MODES
+from app.bench.report import primary_accuracy, summarize
+from app.bench.runner import RunConfig, run_benchmark
 from app.bench.sets import SetError, SetSpec
-from app.engine import EngineError
+from app.db import open_db
+from app.errors import UserError
 from app.ui.cancels import CancelRegistry
 from app.ui.i18n import t
 from app.ui.labels import Labeler
@@ -34,10 +36,9 @@ from app.ui.state import AppState
 SET_CHOICES = [("Quick check (20) / クイック", "quick"), ("Paper's set (1,455) / 論文セット", "paper")] + [
     (f"Full year {year} / {year}年 全問", str(year)) for year in sorted(YEARS)
 ]
-MODE_CHOICES = [("Generate (paper's scoring) / 生成", "generate"), ("Log-likelihood / 対数尤度", "loglik")]
+MODE_CHOICES = [(f"{m.label_en} / {m.label_ja}", m.name) for m in MODES.values() if m.in_ui]
 LANG_CHOICES = [("日本語", "ja"), ("English", "en")]
-METRIC_NAMES = {"gestalt_paper": "Gestalt (paper)", "gestalt": "Gestalt (corrected)", "exact": "Exact",
-                "letter": "Letter (IgakuQA)"}
+PRIMARY_COLUMN = f"{PRIMARY} %"
 
 
 def spec_for(set_name: str) -> SetSpec:
@@ -63,11 +64,11 @@ def _percent(fraction: float | None) -> str:
     return f"{fraction * 100:.1f}%" if fraction is not None else "-"
 
 
-def results_frame(summary: dict[str, Any]) -> pd.DataFrame:
+def results_frame(summary: dict[str, Any], ui_lang: str = "en") -> pd.DataFrame:
     rows = []
     for lang, totals in summary.get("by_language", {}).items():
         for metric, tally_ in totals.items():
-            rows.append({"language": lang, "metric": METRIC_NAMES.get(metric, metric), "correct": tally_["correct"],
+            rows.append({"language": lang, "metric": METRICS[metric].label(ui_lang), "correct": tally_["correct"],
                          "total": tally_["total"], "accuracy %": round((tally_["accuracy"] or 0) * 100, 1)})
     floor = summary.get("chance_floor_gestalt_paper")
     if floor and floor["total"]:
@@ -102,7 +103,7 @@ def pass_fail_frame(summary: dict[str, Any]) -> pd.DataFrame:
 
 def comparison_frame(rows: list[dict], dataset: Dataset, key: str,
                      baselines: tuple[str, ...] = ("gpt4", "chatgpt", "gpt3", "student-majority")) -> pd.DataFrame:
-    """Model accuracy (gestalt_paper) and each baseline's (letter) per ``key`` on the same questions.
+    """Model accuracy (the primary metric) and each baseline's (letter) per ``key`` on the same questions.
 
     Gradio's BarPlot stacks bars that share an x value, so each bar gets its own x label
     ("2018 · GPT-4") and the colour says who it is.
@@ -111,7 +112,7 @@ def comparison_frame(rows: list[dict], dataset: Dataset, key: str,
     column = "exam" if key == "year" else "category"
     groups: dict[Any, list[int]] = {}
     for r in rows:
-        groups.setdefault(r[column], []).append(int(r["gestalt_paper"]))
+        groups.setdefault(r[column], []).append(int(r[PRIMARY]))
     label = (lambda v: str(EXAMS.get(v, v))) if key == "year" else str
     results: dict[str, dict[str, float]] = {}
     for value, hits in groups.items():
@@ -128,29 +129,28 @@ def comparison_frame(rows: list[dict], dataset: Dataset, key: str,
 
 def runs_frame(db_path: Path) -> pd.DataFrame:
     cols = ["id", "started_at", "status", "model_file", "mode", "language", "question_set", "answered",
-            "gestalt_paper %"]
+            PRIMARY_COLUMN]
     if not Path(db_path).exists():
         return pd.DataFrame(columns=cols)
-    db = store.open_db(db_path)
+    db = open_db(db_path)
     try:
         out = []
         for r in store.list_runs(db):
-            totals = json.loads(r["totals"]) if r.get("totals") else {}
-            acc = totals.get("metrics", {}).get("gestalt_paper", {}).get("accuracy")
+            acc = primary_accuracy(r)
             out.append({"id": r["id"], "started_at": r["started_at"], "status": r["status"],
                         "model_file": r["model_file"], "mode": r["mode"], "language": r["language"],
                         "question_set": r["question_set"], "answered": f"{r['n_answered']}/{r['n_items']}",
-                        "gestalt_paper %": round(acc * 100, 1) if acc is not None else None})
+                        PRIMARY_COLUMN: round(acc * 100, 1) if acc is not None else None})
         return pd.DataFrame(out, columns=cols)
     finally:
         db.close()
 
 
 def history_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    done = runs.dropna(subset=["gestalt_paper %"]) if len(runs) else runs
+    done = runs.dropna(subset=[PRIMARY_COLUMN]) if len(runs) else runs
     if not len(done):
         return pd.DataFrame(columns=["run", "accuracy", "series"])
-    return pd.DataFrame({"run": done["id"].astype(int), "accuracy": done["gestalt_paper %"].astype(float),
+    return pd.DataFrame({"run": done["id"].astype(int), "accuracy": done[PRIMARY_COLUMN].astype(float),
                          "series": done["mode"] + " · " + done["language"]}).sort_values("run")
 
 
@@ -176,7 +176,7 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         set_name = follow(gr.Dropdown(SET_CHOICES, value="quick", label=text("set"), elem_id="bench-set"), "set")
         languages = follow(gr.CheckboxGroup(LANG_CHOICES, value=["ja"], label=text("languages"),
                                             elem_id="bench-langs"), "languages")
-        mode = follow(gr.Radio(MODE_CHOICES, value="generate", label=text("mode"), elem_id="bench-mode"), "mode")
+        mode = follow(gr.Radio(MODE_CHOICES, value=DEFAULT_MODE, label=text("mode"), elem_id="bench-mode"), "mode")
         limit = follow(gr.Number(value=0, precision=0, minimum=0, label=text("limit"), elem_id="bench-limit"),
                        "limit")
     with gr.Row():
@@ -210,8 +210,8 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         runs = runs_frame(state.options.database)
         return runs, history_frame(runs)
 
-    def render(run_id: int, message: str) -> tuple:
-        db = store.open_db(state.options.database)
+    def render(run_id: int, message: str, ui_lang: str) -> tuple:
+        db = open_db(state.options.database)
         try:
             rows = store.answers(db, run_id)
         finally:
@@ -220,35 +220,31 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         summary = summarize(rows, dataset)
         summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
         runs, history = history_outputs()
-        return (message, results_frame(summary), pass_fail_frame(summary), comparison_frame(rows, dataset, "year"),
+        return (message, results_frame(summary, ui_lang), pass_fail_frame(summary),
+                comparison_frame(rows, dataset, "year"),
                 comparison_frame(rows, dataset, "category", ("gpt4", "student-majority")), history, runs, run_id)
 
     def run(set_name: str, languages: list[str] | str, mode: str, limit: float | None, ui_lang: str,
-            request: gr.Request, progress: gr.Progress = gr.Progress()):  # noqa: B008
+            request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
         cancel = cancels.fresh(request)
-        try:
-            spec = spec_for(set_name)
-            dataset = get_dataset()
-        except (SetError, DataError) as exc:
-            raise gr.Error(str(exc)) from exc
-        config = RunConfig(spec, _languages(languages), mode if mode in ("generate", "loglik") else "generate",
-                           limit=int(limit) if limit else None)
         last = None
         try:
-            for event in run_benchmark(state.engine, state.options.database, config, cancel, dataset):
+            config = RunConfig(spec_for(set_name), _languages(languages), mode, limit=int(limit) if limit else None)
+            for event in run_benchmark(state.engine, state.options.database, config, cancel, get_dataset()):
                 last = event
                 eta = f"{event.eta_s:.0f} s" if event.eta_s is not None else "-"
                 progress((event.done, event.total), unit="answers",
                          desc=t("bench_progress", ui_lang).format(acc=_percent(event.accuracy), eta=eta))
-        except (RunBusy, EngineError, SetError) as exc:
+        except UserError as exc:
             raise gr.Error(str(exc)) from exc
-        assert last is not None
+        if last is None:  # run_benchmark always yields at least its first and last events
+            raise gr.Error("The benchmark produced no progress.")
         resumed = t("bench_resumed", ui_lang).format(n=last.resumed) if last.resumed else ""
         message = t("bench_done", ui_lang).format(run=last.run_id, status=last.status, done=last.done,
                                                   total=last.total, resumed=resumed, acc=_percent(last.accuracy))
         if last.status != "complete":
             message += t("bench_resume_hint", ui_lang)
-        return render(last.run_id, message)
+        return render(last.run_id, message, ui_lang)
 
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id]
     run_button.click(run, inputs=[set_name, languages, mode, limit, ui_lang], outputs=outputs,
@@ -262,13 +258,13 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
     def export(run_id: float | None) -> str:
         if not run_id:
             raise gr.Error("Choose a run to export")
-        db = store.open_db(state.options.database)
+        db = open_db(state.options.database)
         try:
             run_row = store.get_run(db, int(run_id))
             path = Path(tempfile.mkdtemp(prefix="jmedllm-bench-")) / f"igakuqa-run-{int(run_id)}.csv"
             with path.open("w", encoding="utf-8", newline="") as handle:
                 write_export(db, run_row, "csv", handle)
-        except KeyError as exc:
+        except store.RunNotFound as exc:
             raise gr.Error(str(exc)) from exc
         finally:
             db.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.engine import Engine, GenerationStats
+from app.engines.base import Engine, GenerationStats
 
 
 def model_card_markdown(engine: Engine, stats: GenerationStats | None = None) -> str:

@@ -34,7 +34,8 @@ TEXT: dict[str, dict[str, str]] = {
     "template": {"ja": "プロンプトテンプレート（選択式）", "en": "Prompt template (multiple choice)"},
     "shots": {"ja": "例示数（few-shot）", "en": "Examples (few-shot)"},
     "max_tokens": {"ja": "最大トークン数", "en": "Max new tokens"},
-    "history": {"ja": "質問履歴をこの端末のSQLiteに保存する", "en": "Keep question history in the local SQLite database"},
+    "history": {"ja": "質問履歴をこの端末のSQLiteに保存する",
+                "en": "Keep question history in the local SQLite database"},
     "ask": {"ja": "質問する", "en": "Ask"},
     "stop": {"ja": "停止", "en": "Stop"},
     "answer": {"ja": "回答", "en": "Answer"},
@@ -56,8 +57,9 @@ TEXT: dict[str, dict[str, str]] = {
         "en": "### IgakuQA self-benchmark\nThe Japanese national medical licensing exam (2018-2022), scored like the "
               "JMedLLM paper (Gestalt match) and at the bedside (pass/fail, contraindicated picks). Every run is kept "
               "in the local database; Stop keeps it resumable.",
-        "ja": "### IgakuQA セルフベンチマーク\n医師国家試験（2018〜2022年）を、JMedLLM 論文と同じ方法（Gestalt 一致）と臨床の観点"
-              "（合否・禁忌肢の選択）で採点します。結果はすべてローカルのデータベースに保存され、中止しても再開できます。",
+        "ja": "### IgakuQA セルフベンチマーク\n医師国家試験（2018〜2022年）を、JMedLLM 論文と同じ方法（Gestalt 一致）と"
+              "臨床の観点（合否・禁忌肢の選択）で採点します。結果はすべてローカルのデータベースに保存され、"
+              "中止しても再開できます。",
     },
     "bench_set": {"en": "Question set", "ja": "問題セット"},
     "bench_languages": {"en": "Languages", "ja": "言語"},
@@ -80,7 +82,8 @@ TEXT: dict[str, dict[str, str]] = {
     "bench_resumed": {"en": " (resumed with {n} already answered)", "ja": "（回答済みの {n} 件から再開）"},
     "bench_resume_hint": {"en": " · press the button again with the same settings to resume",
                           "ja": " · 同じ設定でもう一度押すと再開します"},
-    "bench_paper": {"en": "Reported in the JMedLLM paper (its own question set)", "ja": "JMedLLM 論文の報告値（論文の問題セット）"},
+    "bench_paper": {"en": "Reported in the JMedLLM paper (its own question set)",
+                    "ja": "JMedLLM 論文の報告値（論文の問題セット）"},
 }
 
 LANGUAGE_CHOICES = {

@@ -30,7 +30,7 @@ class Labeler:
         """One ``gr.update`` per registered component, in registration order."""
         result = []
         for _, attrs in self._entries.values():
-            values = {
+            values: dict[str, Any] = {
                 attr: LANGUAGE_CHOICES[lang] if key == LANGUAGE_OPTIONS else t(key, lang)
                 for attr, key in attrs.items()
             }

@@ -5,25 +5,15 @@ from __future__ import annotations
 import gradio as gr
 
 from app.demo_model import DEMO_ALIAS
-from app.engine import Engine, EngineError
-from app.model_card import ModelFileError
+from app.engines.local import LocalEngine
+from app.engines.options import DEFAULT_CONTEXT, parse_gpu_layers
+from app.errors import UserError
 from app.models import list_models, resolve_model
 from app.paths import models_dir
 from app.ui.cards import model_card_markdown
 from app.ui.i18n import DEMO_WARNING, t
 from app.ui.labels import Labeler
 from app.ui.state import AppState
-
-
-def parse_gpu_layers(raw: str) -> int | str:
-    """ "auto" or a whole number of layers; anything else is a clear error."""
-    value = (raw or "auto").strip().lower()
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise gr.Error(f'GPU layers must be "auto" or a whole number, not {raw!r}.') from None
 
 
 def build_model_tab(state: AppState, labeler: Labeler, lang: str, demo_notice: gr.Markdown) -> None:
@@ -46,23 +36,23 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str, demo_notice: g
                           "current_model")
 
     def load(raw_path: str, picked: str | None, raw_layers: str, context: float,
-             progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+             progress: gr.Progress = gr.Progress()) -> tuple[str, str]:  # noqa: B008
         spec = (raw_path or "").strip() or picked
         if not spec:
             raise gr.Error("Enter a GGUF path or pick a file. / GGUFのパスを入力するか、ファイルを選んでください。")
-        layers = parse_gpu_layers(raw_layers)
         if state.engine.busy:
             raise gr.Error(t("busy", lang))
         try:
+            layers = parse_gpu_layers(raw_layers)
             progress(0.05, desc="Checking file / ファイル確認")
             model_path = resolve_model(spec, progress=False)
 
             def hashed(done: int, total: int) -> None:
                 progress(0.1 + 0.6 * done / total, desc="sha256 / ハッシュ計算")
 
-            engine = Engine.load(model_path, on_hash_progress=hashed, n_gpu_layers=layers,
-                                 n_ctx=int(context or 4096), n_threads=state.options.threads)
-        except (ModelFileError, EngineError, OSError, ValueError) as exc:
+            engine = LocalEngine.load(model_path, on_hash_progress=hashed, n_gpu_layers=layers,
+                                      n_ctx=int(context or DEFAULT_CONTEXT), n_threads=state.options.threads)
+        except (UserError, OSError) as exc:
             raise gr.Error(str(exc)) from exc
         progress(1.0, desc="Loaded / 読み込み完了")
         state.replace_engine(engine)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.engine import Engine
+from app.engines.base import Engine
+from app.errors import UserError
 from app.ui.state import AppState, ServeOptions
+
+if TYPE_CHECKING:
+    import gradio as gr  # imported at run time only after apply_offline_environment
 
 AUTH_ENV = "JMEDLLM_AUTH"
 OFFLINE_ENV = {
@@ -17,7 +22,11 @@ OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
 }
 
-__all__ = ["ServeOptions", "load_auth", "serve"]
+__all__ = ["AuthError", "ServeOptions", "load_auth", "serve"]
+
+
+class AuthError(UserError, ValueError):
+    """The login settings are unreadable, malformed, or missing where a login is required."""
 
 
 def apply_offline_environment() -> None:
@@ -35,10 +44,10 @@ def parse_auth_lines(text: str, source: str) -> list[tuple[str, str]]:
             continue
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
-            raise ValueError(f'{source}, entry {number}: expected "user:password"')
+            raise AuthError(f'{source}, entry {number}: expected "user:password"')
         pairs.append((user, password))
     if not pairs:
-        raise ValueError(f"{source} holds no user:password entry")
+        raise AuthError(f"{source} holds no user:password entry")
     return pairs
 
 
@@ -48,7 +57,7 @@ def load_auth(auth_file: Path | None) -> list[tuple[str, str]] | None:
         try:
             return parse_auth_lines(Path(auth_file).read_text(encoding="utf-8"), str(auth_file))
         except OSError as exc:
-            raise ValueError(f"Cannot read the auth file {auth_file}: {exc}") from exc
+            raise AuthError(f"Cannot read the auth file {auth_file}: {exc}") from exc
     env = os.environ.get(AUTH_ENV)
     return parse_auth_lines(env, f"${AUTH_ENV}") if env else None
 
@@ -62,11 +71,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(engine: Engine, options: ServeOptions, lang: str = "ja", block: bool = True):  # type: ignore[no-untyped-def]
+def serve(engine: Engine, options: ServeOptions, lang: str = "ja", block: bool = True) -> gr.Blocks:
     """Build and launch the UI. Binding beyond loopback requires a login."""
     auth = load_auth(options.auth_file)
     if not is_loopback(options.host) and not auth:
-        raise ValueError(
+        raise AuthError(
             f"Refusing to serve on {options.host} without a login: patient questions would be open to "
             f"the network. Pass --auth-file FILE (user:password lines) or set ${AUTH_ENV}."
         )

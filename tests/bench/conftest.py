@@ -9,20 +9,15 @@ from pathlib import Path
 import pytest
 
 from app.bench.data import Dataset, load_dataset
-from app.engine import Engine
-from app.paths import PROJECT_ROOT
+from app.engines.base import Engine
+from tests.conftest import SHARED_DIR, require_shared
 
-IGAKUQA_DIR = PROJECT_ROOT.parent / "shared" / "igakuqa"
-needs_data = pytest.mark.skipif(
-    not (IGAKUQA_DIR / "data").is_dir(),
-    reason=f"IgakuQA data not at {IGAKUQA_DIR} (git clone https://github.com/jungokasai/IgakuQA there)",
-)
+IGAKUQA_DIR = SHARED_DIR / "igakuqa"
 
 
 @pytest.fixture(scope="session")
 def igakuqa_dir() -> Path:
-    if not (IGAKUQA_DIR / "data").is_dir():
-        pytest.skip(f"IgakuQA data not at {IGAKUQA_DIR} (git clone https://github.com/jungokasai/IgakuQA there)")
+    require_shared(IGAKUQA_DIR / "data", "IgakuQA data (git clone https://github.com/jungokasai/IgakuQA)")
     return IGAKUQA_DIR
 
 
@@ -37,7 +32,7 @@ def bench_engine(demo_engine: Engine) -> Engine:
     return demo_engine
 
 
-def write_block(root: Path, exam: int = 116, block: str = "A", n: int = 3, **overrides: object) -> Path:
+def write_block(root: Path, exam: int = 116, block: str = "A", n: int = 3, **overrides: list[str]) -> Path:
     """A tiny, valid IgakuQA-shaped year: data/YEAR/EXAM-X{,_translate,_metadata}.jsonl for blocks A-F,
     ``overrides`` ("", "_translate", "_metadata": lists of lines) replacing files of ``block``."""
     for other in "ABCDEF":
@@ -46,7 +41,7 @@ def write_block(root: Path, exam: int = 116, block: str = "A", n: int = 3, **ove
     return _write_one(root, exam, block, n, overrides)
 
 
-def _write_one(root: Path, exam: int, block: str, n: int, overrides: dict) -> Path:
+def _write_one(root: Path, exam: int, block: str, n: int, overrides: dict[str, list[str]]) -> Path:
     year = {112: 2018, 113: 2019, 114: 2020, 115: 2021, 116: 2022}[exam]
     folder = root / "data" / str(year)
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,6 +56,6 @@ def _write_one(root: Path, exam: int, block: str, n: int, overrides: dict) -> Pa
     for name, rows in (("", ja), ("_translate", en), ("_metadata", meta)):
         lines = [json.dumps(r, ensure_ascii=False) for r in rows]
         if name in overrides:
-            lines = overrides[name]  # type: ignore[assignment]
+            lines = overrides[name]
         (folder / f"{exam}-{block}{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root

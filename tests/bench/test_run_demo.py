@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from app.bench.cli import bench
-from app.bench.loglik import _log_softmax, option_logprobs
 from app.bench.runner import RunConfig, run_benchmark
 from app.bench.sets import SetSpec
+from app.numeric import log_softmax
 from tests.conftest import JMEDLLM, REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def wait_for_first_answer(process: subprocess.Popen, db: Path, poll_s: float) ->
 
 
 @pytest.fixture(scope="module")
-def filled_db(bench_engine, dataset, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def filled_db(bench_engine, dataset, tmp_path_factory) -> Path:
     """One generate run (2 quick questions x ja+en) and one loglik run (same questions, ja)."""
     db = tmp_path_factory.mktemp("bench") / "bench.db"
     spec = SetSpec("quick", quick_size=2)
@@ -61,7 +61,7 @@ def filled_db(bench_engine, dataset, tmp_path_factory) -> Path:  # type: ignore[
     return db
 
 
-def test_small_run_fills_both_tables(filled_db: Path, bench_engine, dataset) -> None:  # type: ignore[no-untyped-def]
+def test_small_run_fills_both_tables(filled_db: Path, bench_engine, dataset) -> None:
     run = rows(filled_db, "select * from runs where id = 1")[0]
     assert run["status"] == "complete" and run["n_answered"] == run["n_items"] == 4
     assert run["model_sha256"] == bench_engine.card.sha256 and run["quantization"] == bench_engine.card.quantization
@@ -79,7 +79,7 @@ def test_small_run_fills_both_tables(filled_db: Path, bench_engine, dataset) -> 
         assert a["raw_output"].strip().count("\n") == 0 or a["finish_reason"] != "first_line"
 
 
-def test_loglik_run_and_its_scores(filled_db: Path, bench_engine) -> None:  # type: ignore[no-untyped-def]
+def test_loglik_run_and_its_scores(filled_db: Path, bench_engine) -> None:
     answers = rows(filled_db, "select * from answers where run_id = 2")
     assert len(answers) == 2
     for a in answers:
@@ -88,9 +88,9 @@ def test_loglik_run_and_its_scores(filled_db: Path, bench_engine) -> None:  # ty
     # the batched option scoring equals token-by-token evaluation
     prompt = "### Input:\nWhich organ filters blood?\nkidney,heart muscle tissue\n### Response:\n"
     options = ["kidney", "heart muscle tissue"]
-    scores = option_logprobs(bench_engine, prompt, options)
+    scores = bench_engine.option_logprobs(prompt, options)
     llm = bench_engine.llama
-    for option, expected in zip(options, scores.logprobs):
+    for option, expected in zip(options, scores.logprobs, strict=True):
         tokens = llm.tokenize(option.encode(), add_bos=False, special=False)
         with bench_engine.exclusive(blocking=True):
             llm.reset()
@@ -98,14 +98,14 @@ def test_loglik_run_and_its_scores(filled_db: Path, bench_engine) -> None:  # ty
             total = 0.0
             for token in tokens:
                 row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(llm.n_vocab(),))
-                total += float(_log_softmax(row.copy())[token])
+                total += float(log_softmax(row.copy())[token])
                 llm.eval([token])
             llm.reset()
         assert total == pytest.approx(expected, abs=1e-3)
     assert max(scores.token_counts) > 1
 
 
-def test_generate_mode_answers_like_the_papers_256_tokens(bench_engine, dataset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_generate_mode_answers_like_the_papers_256_tokens(bench_engine, dataset, tmp_path: Path) -> None:
     db = tmp_path / "p.db"
     spec = SetSpec("quick", quick_size=1)
     list(run_benchmark(bench_engine, db, RunConfig(spec, ("en",), mode="paper"), dataset=dataset))
@@ -138,7 +138,8 @@ def test_cli_list_show_export_compare(filled_db: Path, igakuqa_dir: Path) -> Non
     assert runner.invoke(bench, ["show", "99", "--db", str(filled_db)]).exit_code != 0
 
 
-def test_killed_run_resumes_without_loss_or_duplicates(demo_model_path: Path, igakuqa_dir: Path, tmp_path: Path) -> None:
+def test_killed_run_resumes_without_loss_or_duplicates(demo_model_path: Path, igakuqa_dir: Path,
+                                                       tmp_path: Path) -> None:
     db = tmp_path / "kill.db"
     env = {**os.environ, "JMEDLLM_DATA_DIR": str(tmp_path / "data")}
     command = [*JMEDLLM, "bench", "run", "--model", "demo", "--gpu-layers", "0", "--ctx", "2048", "--set", "quick",

@@ -19,7 +19,7 @@ def igakuqa_reference_accuracy(data: Path, blocks: list[str], model: str) -> tup
         preds = [json.loads(x) for x in (data / "baseline_results" / f"{block}_{model}.jsonl").read_text().splitlines()]
         golds = [json.loads(x) for x in (data / "data" / f"{block}.jsonl").read_text().splitlines()]
         assert len(preds) == len(golds)
-        for pred, gold in zip(preds, golds):
+        for pred, gold in zip(preds, golds, strict=True):
             assert pred["problem_id"] == gold["problem_id"]
             prediction = sorted(pred["prediction"].split(","))
             if gold["problem_id"] == "116A71":

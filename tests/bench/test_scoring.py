@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from app.bench.scoring import (
-    empty_answer_floor,
-    extract_response,
-    gestalt_paper_correct,
-    igakuqa_letter_correct,
-    parse_letters,
-    score_letters,
-    score_response,
-    top_k,
-)
+from app.bench.metrics import gestalt_paper_correct, igakuqa_letter_correct
+from app.bench.scoring import empty_answer_floor, score_letters, score_response
+from app.extraction import answer_line, parse_letters, top_k
 
 CHOICES = ["夜間高血圧となることが多い。", "肥満患者では減量を推奨する。", "α遮断薬が第一選択薬である。",
            "家庭血圧では早朝に高血圧となることが多い。", "持続的気道陽圧法〈CPAP〉で降圧が期待される。"]
@@ -101,7 +94,8 @@ def test_letter_answers_and_igakuqa_rule() -> None:
 
 
 def test_special_cases_in_the_text_metrics() -> None:
-    assert score_response("112B30", "帝王切開を行う", ["帝王切開を行う。", "x", "y", "β刺激薬", "z"], ["a or d"]).gestalt
+    assert score_response("112B30", "帝王切開を行う", ["帝王切開を行う。", "x", "y", "β刺激薬", "z"],
+                          ["a or d"]).gestalt
     assert score_response("112B30", "β刺激薬", ["帝王切開を行う。", "x", "y", "β刺激薬", "z"], ["a or d"]).gestalt_paper
 
 
@@ -118,7 +112,7 @@ def test_contraindicated_pick_and_loglik_letters() -> None:
     assert s.letter and s.gestalt_paper and s.exact and s.kinki_picked == ()
 
 
-def test_extract_response_first_non_empty_line_after_marker() -> None:
-    assert extract_response("\n\n  答え\n理由", "### 応答：") == "答え"
-    assert extract_response("prompt ### Response:\nfoo\nbar", "### Response:") == "foo"
-    assert extract_response("", "### Response:") == ""
+def test_answer_line_is_the_first_non_empty_line_after_the_marker() -> None:
+    assert answer_line("\n\n  答え\n理由", "### 応答：") == "答え"
+    assert answer_line("prompt ### Response:\nfoo\nbar", "### Response:") == "foo"
+    assert answer_line("", "### Response:") == ""

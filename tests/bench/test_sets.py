@@ -7,7 +7,7 @@ import pytest
 from app.bench.sets import SetError, SetSpec, parse_year, select
 
 
-def test_set_sizes(dataset) -> None:  # type: ignore[no-untyped-def]
+def test_set_sizes(dataset) -> None:
     assert len(select(dataset, SetSpec("paper"))) == 1455
     assert len(select(dataset, SetSpec("full"))) == 2000
     assert len(select(dataset, SetSpec("text-only"))) == 1471
@@ -18,7 +18,7 @@ def test_set_sizes(dataset) -> None:  # type: ignore[no-untyped-def]
     assert {q.block for q in select(dataset, SetSpec("paper", blocks="BE"))} == {"B", "E"}
 
 
-def test_quick_is_stratified_and_reproducible(dataset) -> None:  # type: ignore[no-untyped-def]
+def test_quick_is_stratified_and_reproducible(dataset) -> None:
     first = [q.problem_id for q in select(dataset, SetSpec("quick", quick_size=30))]
     assert first == [q.problem_id for q in select(dataset, SetSpec("quick", quick_size=30))]
     assert len(first) == len(set(first)) == 30
@@ -27,7 +27,7 @@ def test_quick_is_stratified_and_reproducible(dataset) -> None:  # type: ignore[
     assert all(q.text_only and q.n_choices == 5 for q in picked)
 
 
-def test_year_parsing_and_errors(dataset) -> None:  # type: ignore[no-untyped-def]
+def test_year_parsing_and_errors(dataset) -> None:
     assert parse_year("2022") == parse_year("116") == 116
     with pytest.raises(SetError):
         parse_year("2030")

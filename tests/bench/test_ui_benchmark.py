@@ -10,15 +10,15 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_self_benchmark_button_runs_and_stores(ui_server, igakuqa_dir) -> None:  # type: ignore[no-untyped-def]
+def test_self_benchmark_button_runs_and_stores(ui_server, igakuqa_dir) -> None:
     from gradio_client import Client
 
     client = Client(ui_server.url, verbose=False)
     result = client.predict("quick", ["en"], "loglik", 2, api_name="/self_benchmark")
     status = result[0]
     assert "complete" in status and "2/2" in status, status
-    metrics = {row[1] for row in result[1]["data"]}
-    assert {"Gestalt (paper)", "Gestalt (corrected)", "Exact", "Letter (IgakuQA)"} <= metrics, metrics
+    metrics = {row[1] for row in result[1]["data"]}  # labelled in the page's language (Japanese first)
+    assert {"Gestalt（論文方式）", "Gestalt（補正版）", "完全一致", "記号一致（IgakuQA）"} <= metrics, metrics
     pass_fail = result[2]
     assert {row[2] for row in pass_fail["data"]} == {"image questions counted wrong", "text-only projection"}
     assert all(row[3] in ("PASS", "FAIL") and "incomplete" in row[7] for row in pass_fail["data"])

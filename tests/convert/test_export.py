@@ -4,6 +4,7 @@ template survive, and tied/untied embeddings, vocab padding and all output types
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import gguf
 import llama_cpp
@@ -15,10 +16,17 @@ from model_tools.gguf_export import export_gguf
 from model_tools.verify import conversion_parity, tokenizer_parity
 from tests.convert.conftest import make_tiny
 
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import (
+        ChatCompletionRequestMessage,
+        CreateChatCompletionResponse,
+        CreateCompletionResponse,
+    )
+
 IM_END = 151645
 
 
-def field(reader: gguf.GGUFReader, key: str):  # type: ignore[no-untyped-def]
+def field(reader: gguf.GGUFReader, key: str):
     return reader.fields[key].contents()
 
 
@@ -71,7 +79,9 @@ def test_half_types_untied_and_padded_vocab(tmp_path: Path, tokenizer_dir: Path,
     assert len(tokens) == 152064 and tokens[-1] == "[PAD152063]" and types[-1] == gguf.TokenType.UNUSED
     llm = llama_cpp.Llama(str(out), n_ctx=128, verbose=False)
     assert llm.n_vocab() == 152064
-    text = llm.create_completion("Hello", max_tokens=4, temperature=0)["choices"][0]["text"]
+    # not streamed: one response (llama-cpp-python annotates the union with the stream iterator)
+    completion = cast("CreateCompletionResponse", llm.create_completion("Hello", max_tokens=4, temperature=0))
+    text = completion["choices"][0]["text"]
     assert isinstance(text, str)
     parity = conversion_parity(model_dir, None, out, base.n_params())
     assert parity["nmse"] < 1e-3, parity
@@ -103,10 +113,13 @@ def test_real_chat_template_survives(real_dir: Path, real_f16: Path) -> None:
     assert llm.metadata["tokenizer.chat_template"] == tokenizer.chat_template
     assert llm.chat_format == "chat_template.default"
     messages = [{"role": "user", "content": "高血圧とは何ですか？ Answer in one sentence."}]
-    reply = llm.create_chat_completion(messages, max_tokens=48, temperature=0)
+    # llama-cpp-python types messages as per-role TypedDicts and the reply as reply-or-stream
+    reply = cast("CreateChatCompletionResponse", llm.create_chat_completion(
+        cast("list[ChatCompletionRequestMessage]", messages), max_tokens=48, temperature=0))
     assert reply["choices"][0]["finish_reason"] in ("stop", "length")
-    assert reply["choices"][0]["message"]["content"].strip()
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    content = reply["choices"][0]["message"]["content"]
+    assert content is not None and content.strip()
+    prompt = cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     assert np.array_equal(tokenizer.encode(prompt, add_special_tokens=False),
                           llm.tokenize(prompt.encode(), add_bos=False, special=True))
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import gguf
 import pytest
 
-from app.engine import Engine, Sampling
+from app.engines.base import Sampling
+from app.engines.local import LocalEngine
 from model_tools.quantize import QUANT_TYPES, quantize
 from model_tools.verify import quant_quality
 
@@ -30,7 +31,7 @@ def test_quantized_file_loads_and_generates(quant_type: str, real_quants: dict[s
     reader = gguf.GGUFReader(path)
     assert reader.fields["general.file_type"].contents() == FILE_TYPES[quant_type]
     assert path.stat().st_size < real_f16.stat().st_size
-    engine = Engine.load(path, n_ctx=2048, n_gpu_layers=0)
+    engine = LocalEngine.load(path, n_ctx=2048, n_gpu_layers=0)
     generation = engine.complete("<|im_start|>user\nWhat is the normal adult body temperature?<|im_end|>\n"
                                  "<|im_start|>assistant\n", Sampling.greedy(max_tokens=24))
     assert len(generation.text.strip()) > 5, generation.text

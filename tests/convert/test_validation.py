@@ -117,7 +117,8 @@ def test_adapter_for_another_base_shape_mismatch(tmp_path: Path, tokenizer_dir: 
     """An adapter trained on a different base does not fit: the error names module and shapes."""
     other = make_tiny(tmp_path / "wider", tokenizer_dir, hidden_size=96, seed=4)
     open_adapter(tiny_adapter, open_base(tiny_dir))
-    with pytest.raises(ConvertError, match=r"down_proj: LoRA delta shape \[64, 128\] does not fit base weight \[96, 192\]"):
+    with pytest.raises(ConvertError,
+                       match=r"down_proj: LoRA delta shape \[64, 128\] does not fit base weight \[96, 192\]"):
         open_adapter(tiny_adapter, open_base(other))
 
 

@@ -1,0 +1,132 @@
+"""The mode registry: each way of asking a benchmark question declared once.
+
+A mode turns (engine, prompt, question) into an :class:`Outcome`: the raw output kept with the
+answer, its score, and what it cost. The runner, the CLI choices, the Benchmark tab and
+``scripts/bench_igakuqa.py`` all come from :data:`MODES`. Adding a mode is one decorated
+function here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.bench.data import Question
+from app.bench.metrics import gold_alternatives
+from app.bench.prompting import generate
+from app.bench.scoring import Scored, score_letters, score_response
+from app.engines.base import LOGLIK, Engine
+from app.extraction import LETTERS, answer_line, top_k
+from app.prompts import PaperTemplate
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One answered question: raw output, score, token counts and why generation ended."""
+
+    raw: str
+    scored: Scored
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a mode is given: the question, its language, the prompt, its template, the limits."""
+
+    question: Question
+    language: str
+    prompt: str
+    template: PaperTemplate
+    max_tokens: int
+    cancel: threading.Event | None
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return self.question.choices(self.language)
+
+
+Answerer = Callable[[Engine, Request], "Outcome | None"]  # None: cancelled mid-answer
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A benchmark mode: its name, labels, help, how it answers, the engine capability it needs."""
+
+    name: str
+    label_en: str
+    label_ja: str
+    help: str
+    answer: Answerer
+    requires: str | None = None  # an engine capability (app.engines.base)
+    in_ui: bool = True
+
+    def label(self, language: str) -> str:
+        return self.label_ja if language == "ja" else self.label_en
+
+    def available(self, engine: Engine) -> bool:
+        return self.requires is None or self.requires in engine.capabilities
+
+
+MODES: dict[str, Mode] = {}
+DEFAULT_MODE = "generate"
+
+
+def mode(name: str, label_en: str, label_ja: str, help: str, requires: str | None = None,
+         in_ui: bool = True) -> Callable[[Answerer], Answerer]:
+    """Register the decorated function as mode ``name`` (registration order is display order)."""
+
+    def register(answer: Answerer) -> Answerer:
+        if name in MODES:
+            raise ValueError(f"mode {name} is declared twice")
+        MODES[name] = Mode(name, label_en, label_ja, help, answer, requires, in_ui)
+        return answer
+
+    return register
+
+
+def _generated(engine: Engine, request: Request, first_line_only: bool) -> Outcome | None:
+    gen = generate(engine, request.prompt, first_line_only=first_line_only, max_tokens=request.max_tokens,
+                   cancel=request.cancel)
+    cancel = request.cancel
+    if gen.finish_reason == "cancelled" or (cancel is not None and cancel.is_set()
+                                            and gen.finish_reason != "first_line"):
+        return None
+    q = request.question
+    response = answer_line(gen.raw, request.template.response_marker)
+    scored = score_response(q.problem_id, response, request.choices, q.answer, q.kinki)
+    return Outcome(gen.raw, scored, gen.prompt_tokens, gen.completion_tokens, gen.finish_reason)
+
+
+@mode("generate", "Generate (paper's scoring)", "生成（論文の採点）",
+      "greedy, stop when the first line is complete")
+def generate_first_line(engine: Engine, request: Request) -> Outcome | None:
+    return _generated(engine, request, first_line_only=True)
+
+
+@mode("loglik", "Log-likelihood", "対数尤度", "choice log-likelihood", requires=LOGLIK)
+def loglik(engine: Engine, request: Request) -> Outcome | None:
+    choices = request.choices
+    if not choices:  # numeric entry: nothing to score, so generate
+        return _generated(engine, request, first_line_only=True)
+    q = request.question
+    scores = engine.option_logprobs(request.prompt, choices)
+    k = len(gold_alternatives(q.problem_id, q.answer)[0])
+    picks = tuple(LETTERS[i] for i in top_k(scores.logprobs, k))
+    scored = score_letters(q.problem_id, picks, choices, q.answer, q.kinki)
+    raw = json.dumps({"logprobs": scores.logprobs, "tokens": scores.token_counts})
+    return Outcome(raw, scored, scores.prompt_tokens, 0, "loglik")
+
+
+@mode("paper", "Paper (256 tokens)", "論文どおり（256トークン）",
+      "greedy 256 tokens, then the first line (the paper's procedure)", in_ui=False)
+def paper_256(engine: Engine, request: Request) -> Outcome | None:
+    return _generated(engine, request, first_line_only=False)
+
+
+def mode_help() -> str:
+    """"name: help; ..." for the CLI."""
+    return "; ".join(f"{m.name}: {m.help}" for m in MODES.values())
