@@ -1,18 +1,26 @@
-"""sha256 of model files, computed once and cached by path, modification time and size."""
+"""sha256 of model files, computed once and cached by path, modification time and size.
+
+The cache file (0600) is keyed by a sha256 of those three, so it does not list the model paths;
+it keeps the newest ``_MAX_ENTRIES`` entries.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from app.atomic import atomic_writer
 from app.paths import cache_dir
 
 _CHUNK = 8 * 1024 * 1024
 _LOCK = threading.Lock()
+_MAX_ENTRIES = 256
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 HashProgress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -37,8 +45,20 @@ def _cache_file() -> Path:
 
 
 def _key(path: Path) -> str:
+    """The cache key: a sha256 of the path, mtime and size, so the cache never lists the model paths."""
     stat = path.stat()
-    return f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}".encode()).hexdigest()
+
+
+def _read_cache(cache_path: Path) -> dict[str, str]:
+    """The cached digests, minus entries in an older format (keys that held the path in clear)."""
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cache, dict):
+        return {}
+    return {k: v for k, v in cache.items() if isinstance(v, str) and _HEX_KEY.fullmatch(k)}
 
 
 def cached_sha256(path: Path, on_progress: HashProgress | None = None) -> str:
@@ -47,16 +67,12 @@ def cached_sha256(path: Path, on_progress: HashProgress | None = None) -> str:
     key = _key(path)
     with _LOCK:
         cache_path = _cache_file()
-        try:
-            cache = json.loads(cache_path.read_text())
-        except (OSError, ValueError):
-            cache = {}
+        cache = _read_cache(cache_path)
         if key in cache:
             return cache[key]
         digest = sha256_file(path, on_progress)
-        cache = {k: v for k, v in cache.items() if Path(k.split("|")[0]).exists()}
         cache[key] = digest
-        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1))
-        os.replace(tmp, cache_path)
+        with atomic_writer(cache_path) as handle:
+            handle.write(json.dumps(dict(list(cache.items())[-_MAX_ENTRIES:]), indent=1).encode())
+        os.chmod(cache_path, 0o600)  # atomic_writer leaves the umask's mode; this file is the user's alone
         return digest

@@ -36,9 +36,12 @@ def _json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConvertError(f"missing file: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConvertError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConvertError(f"{path} is not a JSON object")
+    return data
 
 
 def _refuse_pickle(folder: Path, what: str) -> None:

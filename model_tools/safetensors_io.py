@@ -58,22 +58,41 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             raise SafetensorsError(f"{path.name}: not a safetensors file (bad header length)")
         try:
             header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise SafetensorsError(f"{path.name}: not a safetensors file ({exc})") from exc
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{path.name}: not a safetensors file (the header is not a JSON object)")
     base = 8 + header_len
     entries: dict[str, TensorEntry] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = info["dtype"]
+        dtype, shape, (start, end) = _entry_fields(path, name, info)
         if dtype not in DTYPE_SIZES:
             raise SafetensorsError(f"{path.name}: tensor {name} has unsupported dtype {dtype}")
-        start, end = info["data_offsets"]
-        entry = TensorEntry(name, path, dtype, tuple(info["shape"]), base + start, base + end)
+        entry = TensorEntry(name, path, dtype, shape, base + start, base + end)
         if entry.nbytes != entry.numel * DTYPE_SIZES[dtype] or entry.end > size:
             raise SafetensorsError(f"{path.name}: tensor {name} has inconsistent offsets (truncated file?)")
         entries[name] = entry
     return entries
+
+
+def _entry_fields(path: Path, name: str, info: object) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+    """(dtype, shape, data_offsets) of one header entry, each checked for type and sign."""
+    def count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise SafetensorsError(f"{path.name}: tensor {name} lacks dtype, shape or data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str):
+        raise SafetensorsError(f"{path.name}: tensor {name} has a malformed dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(count(d) for d in shape):
+        raise SafetensorsError(f"{path.name}: tensor {name} has a malformed shape {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(count(o) for o in offsets) \
+            or offsets[0] > offsets[1]:
+        raise SafetensorsError(f"{path.name}: tensor {name} has malformed data_offsets {offsets!r}")
+    return dtype, tuple(shape), (offsets[0], offsets[1])
 
 
 def torch_dtype(code: str) -> torch.dtype:

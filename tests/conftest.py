@@ -70,6 +70,19 @@ def app_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def run_cli(*args: str | bytes, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``jmedllm ARGS`` in a real subprocess, output captured as text."""
+    return subprocess.run([*JMEDLLM, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    """The command failed with exit status 1, a message holding every ``expected`` text, and no traceback."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 from app.demo_model import DEMO_SHA256
 from app.qa import Answer
-from tests.conftest import JMEDLLM, REPO_ROOT
+from tests.conftest import run_cli
 
 CHOICES = ("Liver", "Pancreas", "Kidney")
-
-
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*JMEDLLM, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
 
 
 def test_model_info_demo_as_json(demo_model_path: Path) -> None:

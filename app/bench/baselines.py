@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from app.bench.data import Dataset, parse_jsonl
+from app.bench.data import DataError, Dataset, decode_utf8, parse_jsonl
 from app.bench.metrics import igakuqa_letter_correct
 
 BASELINE_FILES = {
@@ -36,8 +36,20 @@ PAPER_REPORTED: dict[str, tuple[float | None, float | None]] = {
 
 
 def read_predictions(path: Path) -> list[dict]:
-    """The rows of a predictions JSONL file (IgakuQA's format), each with its line as ``_line``."""
-    return parse_jsonl(path.read_text(encoding="utf-8"), str(path))
+    """The rows of a predictions JSONL file (IgakuQA's format), each with its line as ``_line``.
+
+    Invalid UTF-8, a file without predictions and a problem_id given twice are :class:`DataError`.
+    """
+    rows = parse_jsonl(decode_utf8(path.read_bytes(), str(path)), str(path))
+    if not rows:
+        raise DataError(f"no predictions in {path}")
+    first_line: dict[str, int] = {}
+    for row in rows:
+        earlier = first_line.setdefault(row["problem_id"], row["_line"])
+        if earlier != row["_line"]:
+            raise DataError(f"{path}: problem_id {row['problem_id']!r} appears twice, on lines {earlier} "
+                            f"and {row['_line']}")
+    return rows
 
 
 def baseline_predictions(dataset: Dataset, name: str) -> dict[str, str]:

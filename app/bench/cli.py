@@ -33,9 +33,10 @@ def _db(path: Path | None) -> Path:
 
 
 def _open(path: Path | None) -> sqlite_utils.Database:
+    """Open the database to read it: a --db that does not exist is an error (a typo), never a new file."""
     from app.db import open_db
 
-    return open_db(_db(path))
+    return open_db(_db(path), create=path is None)
 
 
 @click.group(cls=UserErrorGroup)
@@ -66,15 +67,25 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
     from tqdm import tqdm
 
     from app.bench.data import load_dataset
+    from app.bench.prompting import build_prompt
     from app.bench.report import format_summary, summarize
-    from app.bench.runner import RunConfig, run_benchmark
+    from app.bench.runner import RunConfig, plan, run_benchmark
     from app.bench.sets import SetSpec, parse_year
     from app.bench.store import answers, get_run
+    from app.db import check_writable, database_errors
 
     spec = SetSpec(set_name, parse_year(year), block.upper() if block else None, quick_size)
-    dataset = load_dataset(data_dir)
     languages = ("ja", "en") if lang == "both" else (lang,)
     config = RunConfig(spec, languages, mode, template, int(shots), limit, data_dir)
+    database = _db(db_path)
+    # Everything that can fail fast is checked before the model loads: database, data, set, template.
+    if not database.exists():
+        click.echo(f"Creating a new database at {database}.", err=True)
+    check_writable(database)
+    dataset = load_dataset(data_dir)
+    items = plan(dataset, config)
+    if items:
+        build_prompt(items[0][0], items[0][1], config.template, config.shots)
     engine = load_engine(model, gpu_layers, n_ctx, threads)
     cancel = threading.Event()
 
@@ -85,25 +96,25 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
         click.echo("\nStopping after the current question (Ctrl-C again to stop now)...", err=True)
 
     signal.signal(signal.SIGINT, on_sigint)
-    database = _db(db_path)
     bar = None
     last = None
     try:
-        for event in run_benchmark(engine, database, config, cancel, dataset):
-            last = event
-            if bar is None:
-                if event.resumed:
-                    click.echo(f"Resuming run {event.run_id}: {event.resumed} of {event.total} already answered.",
-                               err=True)
-                else:
-                    click.echo(f"Run {event.run_id}: {event.total} answers to produce.", err=True)
-                bar = tqdm(total=event.total, initial=event.done, disable=not progress, unit="q",
-                           file=sys.stderr, dynamic_ncols=True)
-                continue
-            bar.n = event.done
-            if event.accuracy is not None:
-                bar.set_postfix(acc=f"{event.accuracy * 100:.1f}%")
-            bar.refresh()
+        with database_errors(database):  # locked or read-only mid-run: a clear message
+            for event in run_benchmark(engine, database, config, cancel, dataset):
+                last = event
+                if bar is None:
+                    if event.resumed:
+                        click.echo(f"Resuming run {event.run_id}: {event.resumed} of {event.total} already answered.",
+                                   err=True)
+                    else:
+                        click.echo(f"Run {event.run_id}: {event.total} answers to produce.", err=True)
+                    bar = tqdm(total=event.total, initial=event.done, disable=not progress, unit="q",
+                               file=sys.stderr, dynamic_ncols=True)
+                    continue
+                bar.n = event.done
+                if event.accuracy is not None:
+                    bar.set_postfix(acc=f"{event.accuracy * 100:.1f}%")
+                bar.refresh()
     finally:
         if bar is not None:
             bar.close()
@@ -221,12 +232,12 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
               help="File to write (default: standard output).")
 def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None) -> None:
     """Write RUN's answers as CSV or JSON lines (each with the run's model and settings)."""
-    from app.bench.export import write_export
+    from app.bench.export import open_export, write_export
     from app.bench.store import get_run
 
     db = _open(db_path)
     run = get_run(db, run_id)
-    handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    handle = open_export(output) if output else sys.stdout
     try:
         write_export(db, run, fmt, handle)
     finally:

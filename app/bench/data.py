@@ -150,6 +150,8 @@ def parse_jsonl(text: str, name: str) -> list[dict]:
             raise DataError(f"{name}:{number}: malformed JSON ({exc.msg})") from None
         if not isinstance(row, dict) or "problem_id" not in row:
             raise DataError(f"{name}:{number}: not an object with a problem_id")
+        if not isinstance(row["problem_id"], str):
+            raise DataError(f"{name}:{number}: field 'problem_id' is not a string")
         row["_line"] = number
         rows.append(row)
     return rows
@@ -160,7 +162,25 @@ def _read_jsonl(path: Path, digest: hashlib._Hash, rel: str) -> list[dict]:
         raise DataError(f"{rel}: file missing")
     raw = path.read_bytes()
     digest.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
-    return parse_jsonl(raw.decode("utf-8"), rel)
+    return parse_jsonl(decode_utf8(raw, rel), rel)
+
+
+def decode_utf8(raw: bytes, name: str) -> str:
+    """``raw`` as UTF-8 text; invalid bytes are a :class:`DataError` naming ``name`` and the line."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{name}:{line}: not valid UTF-8 (byte {raw[exc.start]:#04x}); "
+                        "save the file as UTF-8") from None
+
+
+def _strings(row: dict, rel: str, key: str) -> list[str]:
+    """Field ``key`` of ``row``, required to be a list of strings."""
+    value = _require(row, rel, key, list)
+    if not all(isinstance(item, str) for item in value):
+        raise DataError(f"{rel}:{row['_line']}: {row['problem_id']} field {key!r} is not a list of strings")
+    return value
 
 
 @overload
@@ -211,24 +231,25 @@ def load_block(root: Path, year_dir: str, exam: int, block: str, digest: hashlib
                     f"match {a['problem_id']!r} on line {a['_line']} of {base}.jsonl"
                 )
         rel = f"{base}.jsonl"
-        choices_ja = _require(a, rel, "choices", list)
-        choices_en = _require(b, f"{base}_translate.jsonl", "choices_en", list)
+        choices_ja = _strings(a, rel, "choices")
+        choices_en = _strings(b, f"{base}_translate.jsonl", "choices_en")
         if len(choices_en) != len(choices_ja):
             raise DataError(f"{base}_translate.jsonl:{b['_line']}: {a['problem_id']} has "
                             f"{len(choices_en)} choices, the Japanese has {len(choices_ja)}")
-        answer = _require(a, rel, "answer", list)
+        answer = _strings(a, rel, "answer")
+        kinki = _strings(c, f"{base}_metadata.jsonl", "kinki") if c.get("kinki") is not None else []
         try:
             points = int(_require(a, rel, "points", (str, int)))
         except ValueError:
             raise DataError(f"{rel}:{a['_line']}: {a['problem_id']} points is not a number") from None
         questions.append(Question(
             problem_id=a["problem_id"], exam=exam, year=EXAMS[exam], block=block,
-            text_ja=str(_require(a, rel, "problem_text", str)), choices_ja=tuple(map(str, choices_ja)),
-            text_en=str(_require(b, f"{base}_translate.jsonl", "problem_text_en", str)),
-            choices_en=tuple(map(str, choices_en)),
-            answer=tuple(str(x).strip() for x in answer), points=points,
-            text_only=bool(_require(a, rel, "text_only", bool)),
-            category=str(c.get("category", "")), kinki=normalize_letters(c.get("kinki") or []),
+            text_ja=_require(a, rel, "problem_text", str), choices_ja=tuple(choices_ja),
+            text_en=_require(b, f"{base}_translate.jsonl", "problem_text_en", str),
+            choices_en=tuple(choices_en),
+            answer=tuple(x.strip() for x in answer), points=points,
+            text_only=_require(a, rel, "text_only", bool),
+            category=str(c.get("category", "")), kinki=normalize_letters(kinki),
             human_accuracy=_parse_float(c.get("human_accuracy")), source=f"{rel}:{a['_line']}",
         ))
     return questions

@@ -1,10 +1,21 @@
-"""Exporting a run's answers, each row carrying the run's model and settings."""
+"""Exporting a run's answers, each row carrying the run's model and settings.
+
+CSV cells that a spreadsheet would read as a formula are neutralised (OWASP's rule: a leading
+quote); JSON lines stay exact. Export files are created readable by their owner only.
+"""
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
 import json
-from typing import IO
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Any
 
 import sqlite_utils
 
@@ -12,9 +23,36 @@ from app.bench.store import answer_columns, iter_answers
 
 RUN_FIELDS = ("model_file", "model_sha256", "quantization", "mode", "template", "shots", "question_set",
               "data_fingerprint")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with = + - @ tab or CR gets a leading '."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def open_export(path: Path) -> IO[str]:
+    """``path`` opened for writing text (UTF-8, CSV newlines), created or truncated, mode 0600."""
+    handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8",
+                       newline="")
+    if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # not /dev/stdout or a pipe
+        os.fchmod(handle.fileno(), 0o600)  # a file that already existed keeps its mode otherwise
+    return handle
+
+
+@functools.cache
+def private_export_dir() -> Path:
+    """This process's one folder for exports served as downloads (0700, in the system temp folder
+    where the web UI may serve files from), removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="jmedllm-exports-"))  # mkdtemp creates it 0700
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def write_export(db: sqlite_utils.Database, run: dict, fmt: str, handle: IO[str]) -> int:
+    """Write ``run``'s answers to ``handle`` as ``fmt`` ("csv" or "jsonl"); returns the number of rows."""
     columns = ["run_id", *RUN_FIELDS, *[c for c in answer_columns() if c not in ("id", "run_id")]]
     count = 0
     writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore") if fmt == "csv" else None
@@ -24,7 +62,7 @@ def write_export(db: sqlite_utils.Database, run: dict, fmt: str, handle: IO[str]
         record = {"run_id": run["id"], **{k: run[k] for k in RUN_FIELDS}, **row}
         record.pop("id", None)
         if writer:
-            writer.writerow(record)
+            writer.writerow({c: neutralise_cell(v) for c, v in record.items()})
         else:
             handle.write(json.dumps({c: record.get(c) for c in columns}, ensure_ascii=False) + "\n")
         count += 1

@@ -10,7 +10,6 @@ The button's API name is ``self_benchmark`` with inputs (set_name, languages, mo
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pandas as pd
 from app.bench import store
 from app.bench.baselines import BASELINE_FILES, baseline_breakdown, baselines_for, paper_reported
 from app.bench.data import EXAMS, YEARS, Dataset, load_dataset
-from app.bench.export import write_export
+from app.bench.export import open_export, private_export_dir, write_export
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES
 from app.bench.report import primary_accuracy, summarize
@@ -258,11 +257,15 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
     def export(run_id: float | None) -> str:
         if not run_id:
             raise gr.Error("Choose a run to export")
-        db = open_db(state.options.database)
+        try:
+            db = open_db(state.options.database)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
         try:
             run_row = store.get_run(db, int(run_id))
-            path = Path(tempfile.mkdtemp(prefix="jmedllm-bench-")) / f"igakuqa-run-{int(run_id)}.csv"
-            with path.open("w", encoding="utf-8", newline="") as handle:
+            # one file per run, rewritten on each export, in this server's private folder (gone at exit)
+            path = private_export_dir() / f"igakuqa-run-{int(run_id)}.csv"
+            with open_export(path) as handle:
                 write_export(db, run_row, "csv", handle)
         except store.RunNotFound as exc:
             raise gr.Error(str(exc)) from exc
