@@ -11,9 +11,8 @@ import gguf
 
 from app.demo_model import DEMO_SHA256
 from app.errors import UserError
+from app.gguf_metadata import GGUF_MAGIC, GGUFFormatError, GGUFMetadata, read_gguf_metadata
 from app.hashing import HashProgress, cached_sha256
-
-GGUF_MAGIC = b"GGUF"
 
 
 class ModelFileError(UserError, ValueError):
@@ -77,43 +76,61 @@ def check_gguf_file(path: Path) -> Path:
     return path
 
 
-def _field_value(reader: gguf.GGUFReader, key: str) -> Any:
-    field = reader.get_field(key)
-    if field is None:
-        return None
-    return field.contents()
+MAX_CONTEXT_LENGTH = 2**31 - 1  # llama.cpp keeps the trained context length in an int32
+MAX_SHOWN_CHARS = 200  # name, size label and architecture are cut to this on the card
 
 
-def _quantization_name(reader: gguf.GGUFReader) -> str:
-    file_type = _field_value(reader, "general.file_type")
+def _text(metadata: GGUFMetadata, key: str) -> str:
+    value = metadata.values.get(key)
+    text = "" if value is None else str(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
+
+
+def _quantization_name(metadata: GGUFMetadata) -> str:
+    file_type = metadata.values.get("general.file_type")
     if file_type is not None:
         try:
             return gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
-        except ValueError:
-            return f"file type {file_type}"
-    counts = collections.Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) > 1)
+        except (ValueError, OverflowError):  # not a known file type, or not a whole number
+            return f"file type {str(file_type)[:MAX_SHOWN_CHARS]}"
+    counts = collections.Counter(t.ggml_type.name for t in metadata.tensors if len(t.shape) > 1)
     return counts.most_common(1)[0][0] if counts else "unknown"
 
 
+def _context_length(metadata: GGUFMetadata, arch: str, path: Path) -> int:
+    """The trained context length; a value llama.cpp cannot hold is refused here, at load."""
+    value = metadata.values.get(f"{arch}.context_length", 0)
+    if type(value) is not int or not 0 <= value <= MAX_CONTEXT_LENGTH:
+        declared = f"{value:,} tokens" if type(value) is int else f"a {type(value).__name__}, not a whole number"
+        raise ModelFileError(
+            f"{path.name} declares a context length of {declared}; llama.cpp accepts whole numbers "
+            f"up to {MAX_CONTEXT_LENGTH:,}. The file is damaged or was built wrongly."
+        )
+    return value
+
+
 def read_model_card(path: Path, on_hash_progress: HashProgress | None = None) -> ModelCard:
-    """Read a :class:`ModelCard` from a GGUF file (metadata only; tensors are memory-mapped)."""
+    """Read a :class:`ModelCard` from a GGUF file's metadata, within the limits of :mod:`app.gguf_metadata`."""
     path = check_gguf_file(path)
     try:
-        reader = gguf.GGUFReader(path, "r")
-    except Exception as exc:  # gguf raises ValueError/struct errors on damaged files
+        metadata = read_gguf_metadata(path)
+    except GGUFFormatError as exc:
         raise ModelFileError(f"{path.name} is not a readable GGUF file: {exc}") from exc
-    arch = str(_field_value(reader, "general.architecture") or "unknown")
-    parameters = sum(int(t.n_elements) for t in reader.tensors)
+    except OSError as exc:
+        raise ModelFileError(f"Cannot read model file {path}: {exc}") from exc
+    arch = _text(metadata, "general.architecture") or "unknown"
+    context_length = _context_length(metadata, arch, path)  # before hashing: a bad file fails fast
+    chat_template = metadata.values.get("tokenizer.chat_template")
     return ModelCard(
         path=str(path.resolve()),
         file_name=path.name,
         file_size=path.stat().st_size,
         sha256=cached_sha256(path, on_hash_progress),
         architecture=arch,
-        name=str(_field_value(reader, "general.name") or path.stem),
-        size_label=str(_field_value(reader, "general.size_label") or ""),
-        quantization=_quantization_name(reader),
-        context_length=int(_field_value(reader, f"{arch}.context_length") or 0),
-        parameters=parameters,
-        chat_template=_field_value(reader, "tokenizer.chat_template"),
+        name=_text(metadata, "general.name") or path.stem,
+        size_label=_text(metadata, "general.size_label"),
+        quantization=_quantization_name(metadata),
+        context_length=context_length,
+        parameters=sum(t.n_elements for t in metadata.tensors),
+        chat_template=chat_template if isinstance(chat_template, str) else None,
     )

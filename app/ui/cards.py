@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import re
+
 from app.engines.base import Engine, GenerationStats
+from app.gguf_metadata import printable
+
+_HTML_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# Every ASCII punctuation character, except "_" between letters or digits (Q4_K_M): no emphasis there.
+_MARKDOWN_SPECIAL = re.compile(r"[!-/:-@\[-^`{-~]|(?<![^\W_])_|_(?![^\W_])")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown literally by Gradio's Markdown: no tags, images, links, emphasis or LaTeX.
+
+    ``<``, ``>`` and ``&`` become HTML entities, every other ASCII punctuation character is
+    backslash-escaped (CommonMark allows that for all of them; an underscore inside a word is left
+    as it is), control characters, newlines included, become visible escapes so the text cannot
+    start a new Markdown block, and surrounding spaces are dropped (they could start a code block).
+    """
+    return _MARKDOWN_SPECIAL.sub(
+        lambda match: _HTML_ENTITIES.get(match.group(), "\\" + match.group()), printable(text).strip()
+    )
 
 
 def model_card_markdown(engine: Engine, stats: GenerationStats | None = None) -> str:
     """File, short hash, quantization, device and (after an answer) its speed."""
     card = engine.card
+    name, size_label, architecture, file_name, quantization = map(
+        escape_markdown, (card.name, card.size_label or "?", card.architecture, card.file_name, card.quantization)
+    )
     lines = [
-        f"**{card.name}** ({card.size_label or '?'}, {card.architecture})",
-        f"- file / ファイル: `{card.file_name}` ({card.file_size / 2**20:,.0f} MiB)",
+        f"**{name}** ({size_label}, {architecture})",
+        f"- file / ファイル: {file_name} ({card.file_size / 2**20:,.0f} MiB)",
         f"- sha256: `{card.short_hash}`",
-        f"- quantization / 量子化: **{card.quantization}**",
+        f"- quantization / 量子化: **{quantization}**",
         f"- device / 実行: {engine.device} · context {engine.n_ctx}",
         f"- chat template: {'from the GGUF' if card.has_chat_template else 'absent: plain prompt format'}",
     ]
