@@ -78,6 +78,9 @@ def validate(question: Query) -> None:
     text = question.text.strip()
     if not text:
         raise QuestionError("The question is empty. / 質問が空です。")
+    if not all(_is_unicode(s) for s in (text, *question.choices)):
+        raise QuestionError("The question or a choice holds bytes that are not valid UTF-8; retype it or save it "
+                            "as UTF-8. / 質問または選択肢に UTF-8 として不正な文字があります。")
     if len(text) > MAX_QUESTION_CHARS:
         raise QuestionError(
             f"The question is {len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}. "
@@ -92,6 +95,15 @@ def validate(question: Query) -> None:
             raise QuestionError(f"A choice is longer than {MAX_CHOICE_CHARS} characters. / 選択肢が長すぎます。")
     if question.max_tokens < 1:
         raise QuestionError("max_tokens must be at least 1.")
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text with lone surrogates (how Python decodes invalid UTF-8 from the command line)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ask(engine: Engine, question: Query, cancel: threading.Event | None = None) -> Answer:
@@ -111,7 +123,7 @@ def ask(engine: Engine, question: Query, cancel: threading.Event | None = None) 
         {"role": "system", "content": system_prompt(language)},
         {"role": "user", "content": question.text.strip()},
     ]
-    prompt, stops = engine.render_chat(messages)
+    prompt, stops = engine.render_chat(messages, cancel)
     sampling = Sampling(max_tokens=question.max_tokens, repeat_penalty=CHAT_REPEAT_PENALTY, stop=stops)
     generation = engine.stream(prompt, sampling, cancel)
     return Answer(generation, language, (), None, prompt)

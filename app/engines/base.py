@@ -197,8 +197,13 @@ class Engine(ABC):
         """The prompt's tokens, as the model will see them (with its BOS where it uses one)."""
 
     @abstractmethod
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> tuple[str, tuple[str, ...]]:
-        """Prompt text and stop strings for chat ``messages``."""
+    def render_chat(self, messages: Sequence[dict[str, str]],
+                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
+        """Prompt text and stop strings for chat ``messages``.
+
+        Stopped by ``cancel``, the prompt is empty: a generation started with the same (set)
+        event then ends at once as cancelled.
+        """
 
     @abstractmethod
     def _generate(self, tokens: list[int], sampling: Sampling, cancel: threading.Event | None,

@@ -3,7 +3,8 @@
 ``llama_cpp.Llama`` has no lock of its own and wrong defaults for this app (512-token context,
 random seed, verbose logging, half the cores). :class:`LocalEngine` sets them, serialises access
 through the engine lock (a second caller gets :class:`EngineBusy`, not a corrupted KV cache),
-renders chat prompts with the GGUF's own template, measures every generation, and scores options
+renders chat prompts with the GGUF's own template (bounded in time and size, see
+:mod:`app.engines.chat_template`), measures every generation, and scores options
 by log-likelihood.
 
 Log-likelihood memory: the Llama keeps ``logits_all=False`` (``logits_all`` would hold n_ctx x
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, TypedDict, Unpack, cast
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.engines.base import (
     DEFAULT_SEED,
@@ -37,6 +37,7 @@ from app.engines.base import (
     PromptTooLong,
     Sampling,
 )
+from app.engines.chat_template import ChatTemplate, RenderCancelled
 from app.engines.devices import gpu_devices
 from app.engines.options import DEFAULT_CONTEXT, GpuLayers
 from app.hashing import HashProgress
@@ -44,7 +45,7 @@ from app.model_card import read_model_card
 from app.numeric import log_softmax
 
 if TYPE_CHECKING:
-    from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionStreamResponse
+    from llama_cpp.llama_types import CreateCompletionStreamResponse
 
 PLAIN_CHAT_STOP = "\n### "
 BACKEND_VERSION = f"llama-cpp-python {llama_cpp.__version__}"
@@ -109,12 +110,9 @@ class LocalEngine(Engine):
         except ValueError as exc:
             raise EngineError(f"llama.cpp could not load {self.card.file_name}: {exc}") from exc
         template = self.card.chat_template
-        self._chat_formatter = (
-            Jinja2ChatFormatter(
-                template=template,
-                eos_token=self._token_text(self._llm.token_eos()),
-                bos_token=self._token_text(self._llm.token_bos()),
-            )
+        self.chat_template = (
+            ChatTemplate(template, bos_token=self._token_text(self._llm.token_bos()),
+                         eos_token=self._token_text(self._llm.token_eos()))
             if template
             else None
         )
@@ -153,17 +151,21 @@ class LocalEngine(Engine):
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=special)
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> tuple[str, tuple[str, ...]]:
+    def render_chat(self, messages: Sequence[dict[str, str]],
+                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
         """Prompt text and stop strings for ``messages``, through the GGUF's own chat template.
 
-        A GGUF without a template gets a plain "### System/User/Assistant" layout (the model card
-        says so) instead of llama-cpp-python's silent llama-2 fallback.
+        The template runs bounded (:mod:`app.engines.chat_template`): a failing or runaway template
+        raises :class:`~app.engines.chat_template.TemplateRenderError`; a render stopped by
+        ``cancel`` gives an empty prompt. A GGUF without a template gets a plain
+        "### System/User/Assistant" layout (the model card says so) instead of llama-cpp-python's
+        silent llama-2 fallback.
         """
-        if self._chat_formatter is not None:
-            # plain {"role", "content"} dicts; llama-cpp-python types messages as per-role TypedDicts
-            response = self._chat_formatter(messages=cast("list[ChatCompletionRequestMessage]", list(messages)))
-            stops = response.stop if isinstance(response.stop, list) else [response.stop]
-            return response.prompt, tuple(s for s in stops if s)
+        if self.chat_template is not None:
+            try:
+                return self.chat_template.render(messages, cancel), self.chat_template.stops
+            except RenderCancelled:
+                return "", self.chat_template.stops
         lines = [f"### {m['role'].capitalize()}:\n{m['content']}\n" for m in messages]
         return "".join(lines) + "### Assistant:\n", (PLAIN_CHAT_STOP,)
 
@@ -171,6 +173,9 @@ class LocalEngine(Engine):
                   stats: GenerationStats) -> Iterator[str]:
         start = time.perf_counter()
         sampled = 0
+        if cancel is not None and cancel.is_set():  # stopped before it began (e.g. while rendering the prompt)
+            stats.finish_reason = "cancelled"
+            return
 
         def count_and_check(_input_ids: object, _logits: object) -> bool:
             nonlocal sampled
