@@ -36,7 +36,7 @@ class UserErrorGroup(click.Group):
 class LazyGroup(UserErrorGroup):
     """A click group whose heavy subcommand groups are imported only when used."""
 
-    lazy = {"bench": "app.bench.cli:bench", "convert": "model_tools.cli:convert"}
+    lazy = {"bench": "app.bench.cli:bench", "convert": "model_tools.cli:convert", "user": "app.users_cli:user"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -86,12 +86,14 @@ def main() -> None:
 def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None, shots: str,
         max_tokens: int, model: str | None, gpu_layers: str, n_ctx: int, threads: int | None) -> None:
     """Ask QUESTION and stream the answer (a multiple-choice question when --choices are given)."""
-    from app.qa import Query, parse_choices
+    from app.gguf_metadata import printable
+    from app.qa import Query, parse_choices, validate
     from app.qa import ask as ask_model
 
-    engine = load_engine(model, gpu_layers, n_ctx, threads)
     item = Query(text=question, choices=parse_choices("\n".join(choices)), language=lang,
-                    template=template, shots=int(shots), max_tokens=max_tokens)
+                 template=template, shots=int(shots), max_tokens=max_tokens)
+    validate(item)  # a bad question fails now, not after the model has loaded
+    engine = load_engine(model, gpu_layers, n_ctx, threads)
     cancel = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
     answer = ask_model(engine, item, cancel)
@@ -103,7 +105,8 @@ def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None
         click.echo(f"\nChosen option: {answer.chosen_text() or 'none of the options (abstained)'}")
     card = engine.card
     click.echo(
-        f"\n[{card.file_name} · sha256 {card.short_hash} · {card.quantization} · {engine.device} · "
+        f"\n[{printable(card.file_name)} · sha256 {card.short_hash} · {printable(card.quantization)} · "
+        f"{engine.device} · "
         f"{stats.completion_tokens} tokens, {stats.tokens_per_second:.1f} tok/s · {stats.finish_reason}]",
         err=True,
     )
@@ -122,16 +125,17 @@ def model() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def model_info(path: str | None, as_json: bool) -> None:
     """Print the model card of PATH (a GGUF file, or "demo")."""
+    from app.gguf_metadata import printable, printable_json
     from app.model_card import read_model_card
     from app.models import resolve_model
 
     card = read_model_card(resolve_model(path))
     data = card.as_dict()
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        click.echo(printable_json(json.dumps(data, ensure_ascii=False, indent=2)))
         return
     for key, value in data.items():
-        click.echo(f"{key:>16}: {value}")
+        click.echo(f"{key:>16}: {printable(str(value))}")
 
 
 @main.command()
@@ -140,20 +144,37 @@ def model_info(path: str | None, as_json: bool) -> None:
               help="Address to bind. Anything but localhost needs --auth-file or $JMEDLLM_AUTH.")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
 @click.option("--auth-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help='Login file: one "user:password" per line.')
+              help="Users file written by `jmedllm user add` (mode 600; default: users.txt in the data "
+                   "folder when it exists, or $JMEDLLM_AUTH).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A host name clients use (LAN name, reverse proxy); repeatable. Other Host headers get 400.")
+@click.option("--session-hours", type=click.FloatRange(min=0, min_open=True), default=12.0, show_default=True,
+              help="A login session lasts this long.")
 @click.option("--history/--no-history", default=False, show_default=True,
               help="Keep asked questions in the local SQLite database.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="SQLite database (default: in the user data folder).")
 def serve(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, host: str, port: int,
-          auth_file: Path | None, history: bool, db: Path | None) -> None:
-    """Start the web UI on HOST:PORT with the given model loaded."""
-    from app.ui.server import ServeOptions
+          auth_file: Path | None, allowed_hosts: tuple[str, ...], session_hours: float, history: bool,
+          db: Path | None) -> None:
+    """Start the web UI on HOST:PORT with the given model loaded.
+
+    Beyond loopback a login is required: users from --auth-file (or $JMEDLLM_AUTH, the same lines);
+    failed logins are throttled and locked out per user and per address, sessions expire.
+    """
+    import logging
+
+    from app.ui.server import ServeOptions, checked_options
     from app.ui.server import serve as serve_ui
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options = checked_options(ServeOptions(
+        host=host, port=port, auth_file=auth_file, history=history, db_path=db, gpu_layers=gpu_layers,
+        n_ctx=n_ctx, threads=threads, allowed_hosts=allowed_hosts, session_hours=session_hours))
+    if db is not None and not db.exists():
+        click.echo(f"No database at {db} yet: it will be created there when the first question or "
+                   "benchmark run is stored.", err=True)
     engine = load_engine(model, gpu_layers, n_ctx, threads)
-    options = ServeOptions(host=host, port=port, auth_file=auth_file, history=history, db_path=db,
-                           gpu_layers=gpu_layers, n_ctx=n_ctx, threads=threads)
     serve_ui(engine, options)
 
 

@@ -1,65 +1,58 @@
-"""Starting the UI server: offline settings, loopback by default, optional login."""
+"""Starting the UI server: offline settings, loopback by default, logins, host checks, private uploads.
+
+Gradio is mounted on a FastAPI app served by uvicorn, wrapped in :class:`RequestGuard`, which
+refuses requests for other host names (DNS rebinding) or from other origins (cross-site requests),
+expires login sessions, and tells the login check the client's address.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import ipaddress
+import logging
 import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from app.engines.base import Engine
-from app.errors import UserError
+from app.paths import cache_dir
+from app.security import AUTH_ENV, FAILURE_DELAY_S, AuthError, LoginGuard, load_users
 from app.ui.state import AppState, ServeOptions
 
 if TYPE_CHECKING:
-    import gradio as gr  # imported at run time only after apply_offline_environment
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
-AUTH_ENV = "JMEDLLM_AUTH"
 OFFLINE_ENV = {
     "GRADIO_ANALYTICS_ENABLED": "False",
     "HF_HUB_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "DO_NOT_TRACK": "1",
 }
+UPLOAD_DIR_ENV = "GRADIO_TEMP_DIR"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
-__all__ = ["AuthError", "ServeOptions", "load_auth", "serve"]
+CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar("client_address", default="unknown")
 
+log = logging.getLogger(__name__)
 
-class AuthError(UserError, ValueError):
-    """The login settings are unreadable, malformed, or missing where a login is required."""
+__all__ = ["AuthError", "ServeOptions", "checked_options", "serve"]
 
 
 def apply_offline_environment() -> None:
     """Turn off Gradio analytics and every hub call before Gradio is imported."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
-
-
-def parse_auth_lines(text: str, source: str) -> list[tuple[str, str]]:
-    """ "user:password" entries, one per line or comma-separated; blank lines and # comments skipped."""
-    pairs = []
-    for number, raw in enumerate(text.replace(",", "\n").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        if not sep or not user or not password:
-            raise AuthError(f'{source}, entry {number}: expected "user:password"')
-        pairs.append((user, password))
-    if not pairs:
-        raise AuthError(f"{source} holds no user:password entry")
-    return pairs
-
-
-def load_auth(auth_file: Path | None) -> list[tuple[str, str]] | None:
-    """Login pairs from ``auth_file`` or ``$JMEDLLM_AUTH``; ``None`` when neither is set."""
-    if auth_file is not None:
-        try:
-            return parse_auth_lines(Path(auth_file).read_text(encoding="utf-8"), str(auth_file))
-        except OSError as exc:
-            raise AuthError(f"Cannot read the auth file {auth_file}: {exc}") from exc
-    env = os.environ.get(AUTH_ENV)
-    return parse_auth_lines(env, f"${AUTH_ENV}") if env else None
 
 
 def is_loopback(host: str) -> bool:
@@ -71,29 +64,213 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(engine: Engine, options: ServeOptions, lang: str = "ja", block: bool = True) -> gr.Blocks:
-    """Build and launch the UI. Binding beyond loopback requires a login."""
-    auth = load_auth(options.auth_file)
-    if not is_loopback(options.host) and not auth:
+def is_unspecified(host: str) -> bool:
+    """Whether ``host`` binds every address (0.0.0.0, ::)."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def allowed_host_names(options: ServeOptions) -> frozenset[str]:
+    """Host names requests may name: loopback names, the bound host, and ``--allowed-host`` names."""
+    if is_unspecified(options.host) and not options.allowed_hosts:
+        raise AuthError(
+            f"Serving on {options.host} (every address): name the host names or addresses clients use "
+            f"with --allowed-host NAME (repeatable); requests for other names are refused."
+        )
+    names = {*LOOPBACK_NAMES, *(name.lower() for name in options.allowed_hosts)}
+    if not is_unspecified(options.host):
+        names.add(options.host.lower())
+    return frozenset(names)
+
+
+def host_name(netloc: str) -> str:
+    """The host name of a ``Host`` header value (port and IPv6 brackets removed, lower case)."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1:].partition("]")[0]
+    name, _, port = netloc.rpartition(":")
+    return name if name and port.isdigit() else netloc
+
+
+class SessionClock:
+    """Expires Gradio's login tokens ``max_age_s`` after they were first seen (at the login response)."""
+
+    def __init__(self, tokens: Callable[[], dict[str, str]], max_age_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._tokens = tokens
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._born: dict[str, float] = {}
+
+    def sweep(self) -> None:
+        """Note new tokens and delete expired ones (their cookies then count as logged out)."""
+        now = self._clock()
+        tokens = self._tokens()
+        for token in list(tokens):
+            if now - self._born.setdefault(token, now) >= self.max_age_s:
+                user = tokens.pop(token, None)
+                log.info("session expired: user=%r", user)
+        self._born = {token: born for token, born in self._born.items() if token in tokens}
+
+
+class RequestGuard:
+    """ASGI wrapper: 400 for a Host not allowed, 403 for a foreign Origin; session expiry; client address."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str], proxy_hosts: frozenset[str],
+                 sessions: SessionClock | None) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.proxy_hosts = proxy_hosts
+        self.sessions = sessions
+
+    def refusal(self, headers: dict[str, str]) -> tuple[int, str] | None:
+        """``(status, reason)`` when the request must be refused, else ``None``."""
+        host = headers.get("host", "")
+        if host_name(host) not in self.hosts:
+            return 400, "Host not allowed"
+        origin = headers.get("origin")
+        if origin is not None and not self.origin_allowed(origin, host):
+            return 403, "Cross-origin request refused"
+        return None
+
+    def origin_allowed(self, origin: str, host: str) -> bool:
+        """Same origin as the requested host, or a ``--allowed-host`` name (a reverse proxy's)."""
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        return parts.netloc.lower() == host.strip().lower() or parts.hostname in self.proxy_hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
+        refused = self.refusal(headers)
+        if refused is not None:
+            await self._refuse(scope, send, *refused)
+            return
+        client = scope.get("client")
+        CLIENT_ADDRESS.set(client[0] if client else "unknown")
+        if self.sessions is not None:
+            self.sessions.sweep()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if self.sessions is not None:
+                self.sessions.sweep()
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
+        log.warning("%s: %s %s host=%r origin=%r", reason, scope["type"], scope.get("path"),
+                    dict(scope["headers"]).get(b"host"), dict(scope["headers"]).get(b"origin"))
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = reason.encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def authenticate_with(guard: LoginGuard) -> Callable[[str, str], Awaitable[bool]]:
+    """Gradio's login check: throttled by user and by the client address, a fixed delay after a failure."""
+
+    async def authenticate(username: str, password: str) -> bool:
+        accepted = await asyncio.to_thread(guard.check, username, password, CLIENT_ADDRESS.get())
+        if not accepted:
+            await asyncio.sleep(FAILURE_DELAY_S)
+        return accepted
+
+    return authenticate
+
+
+@contextlib.contextmanager
+def private_upload_dir() -> Iterator[Path]:
+    """A 0700 folder under the cache folder for Gradio's uploads, set as ``$GRADIO_TEMP_DIR``, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="uploads-", dir=cache_dir()))
+    previous = os.environ.get(UPLOAD_DIR_ENV)
+    os.environ[UPLOAD_DIR_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        if previous is None:
+            os.environ.pop(UPLOAD_DIR_ENV, None)
+        else:
+            os.environ[UPLOAD_DIR_ENV] = previous
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit (uvicorn re-sends it after its graceful shutdown), so cleanups still run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def checked_options(options: ServeOptions) -> ServeOptions:
+    """``options`` with their users loaded, checked before anything slow starts: binding beyond
+    loopback requires a login, binding every address requires --allowed-host."""
+    users = load_users(options.auth_file)
+    if not is_loopback(options.host) and users is None:
         raise AuthError(
             f"Refusing to serve on {options.host} without a login: patient questions would be open to "
-            f"the network. Pass --auth-file FILE (user:password lines) or set ${AUTH_ENV}."
+            f"the network. Create users with `jmedllm user add NAME` and pass --auth-file FILE, or set ${AUTH_ENV}."
         )
-    apply_offline_environment()
+    allowed_host_names(options)
+    return replace(options, users=users, admins=users.admins if users else frozenset())
+
+
+def serve(engine: Engine, options: ServeOptions, lang: str = "ja") -> None:
+    """Build the UI and serve it until interrupted; ``options`` come from :func:`checked_options`."""
+    users = options.users
+    hosts = allowed_host_names(options)
+    with private_upload_dir():
+        apply_offline_environment()
+        app, gradio_app = build_server(AppState(engine, options), lang, LoginGuard(users) if users else None)
+        sessions = SessionClock(lambda: gradio_app.tokens, options.session_hours * 3600) if users else None
+        guarded = RequestGuard(app, hosts, frozenset(n.lower() for n in options.allowed_hosts), sessions)
+        import uvicorn
+
+        config = uvicorn.Config(guarded, host=options.host, port=options.port, access_log=False,
+                                timeout_graceful_shutdown=5)
+        with sigterm_exits():
+            uvicorn.Server(config).run()
+
+
+def build_server(state: AppState, lang: str, guard: LoginGuard | None) -> tuple[Any, Any]:
+    """The FastAPI app with the Gradio UI mounted at ``/``, and Gradio's own app (which holds the login tokens)."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.routing import Mount
+
     from app.ui.blocks import THEME, build_app
 
-    demo = build_app(AppState(engine, options), lang)
+    demo = build_app(state, lang)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(
-        server_name=options.host,
-        server_port=options.port,
-        auth=auth,
-        share=False,
-        inbrowser=False,
-        ssr_mode=False,
-        theme=THEME,
-        footer_links=[],
-        prevent_thread_lock=not block,
-        quiet=False,
+    root = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    # The UI is same-origin: no cross-origin access at all (this also turns off Gradio's origin echo).
+    root.add_middleware(CORSMiddleware, allow_origins=[])
+    gr.mount_gradio_app(
+        root, demo, path="/", server_name=state.options.host, server_port=state.options.port,
+        auth=authenticate_with(guard) if guard else None, max_file_size=MAX_UPLOAD_BYTES,
+        ssr_mode=False, theme=THEME, footer_links=[],
     )
-    return demo
+    gradio_app = next(route.app for route in root.routes if isinstance(route, Mount))
+    return root, gradio_app

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.db import default_db_path
 from app.engines.base import Engine
+from app.security import Users
 
 
 @dataclass(frozen=True)
@@ -22,25 +24,68 @@ class ServeOptions:
     gpu_layers: str = "auto"
     n_ctx: int = 4096
     threads: int | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    session_hours: float = 12.0
+    users: Users | None = None
+    admins: frozenset[str] = frozenset()
 
     @property
     def database(self) -> Path:
         return self.db_path or default_db_path()
+
+    @property
+    def login_required(self) -> bool:
+        """Whether users log in (a users file or ``$JMEDLLM_AUTH`` is in use)."""
+        return self.users is not None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """The engine that answers now and the load that put it there."""
+
+    engine: Engine
+    version: int  # 0 for the model the server started with, +1 per load: a page showing another is stale
+    loaded_at: str  # ISO 8601, UTC
+    username: str | None = None  # who loaded it from the UI (None: the console, or the local user)
+    address: str | None = None  # from where (None: the model the server started with)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class AppState:
     """The current engine; the Model tab replaces it while no generation is running."""
 
     def __init__(self, engine: Engine, options: ServeOptions) -> None:
-        self._engine = engine
+        self._loaded = LoadedModel(engine, 0, _now())
         self._swap_lock = threading.Lock()
         self.options = options
 
     @property
     def engine(self) -> Engine:
-        return self._engine
+        return self._loaded.engine
 
-    def replace_engine(self, engine: Engine) -> None:
+    @property
+    def loaded(self) -> LoadedModel:
+        """The current engine together with its version and who loaded it (one consistent snapshot)."""
+        return self._loaded
+
+    def replace_engine(self, engine: Engine, username: str | None = None, address: str | None = None) -> LoadedModel:
         """Swap in a newly loaded engine (the old one is freed when unreferenced)."""
         with self._swap_lock:
-            self._engine = engine
+            self._loaded = LoadedModel(engine, self._loaded.version + 1, _now(), username, address)
+            return self._loaded
+
+    def may_load_models(self, username: str | None) -> bool:
+        """Whether ``username`` may load models from the UI: the one place this rule lives.
+
+        An administrator of the users file may; without logins, only on a loopback-bound server,
+        whose local user is the administrator. Anyone else (on a LAN, nobody without admins in the
+        users file) restarts ``jmedllm serve --model NAME`` at the console instead.
+        """
+        from app.ui.server import is_loopback  # app.ui.server imports this module
+
+        if username is not None and username in self.options.admins:
+            return True
+        return not self.options.login_required and is_loopback(self.options.host)

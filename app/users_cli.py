@@ -1,0 +1,102 @@
+"""``jmedllm user``: add, remove and list the accounts of the users file used by ``jmedllm serve``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from app.atomic import atomic_writer
+from app.security import (
+    MIN_PASSWORD_LENGTH,
+    AuthError,
+    Users,
+    check_name,
+    default_users_file,
+    read_users_file,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def file_option(func: F) -> F:
+    return click.option("--file", "users_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="Users file (default: users.txt in the data folder).")(func)
+
+
+def _resolve(users_file: Path | None) -> Path:
+    return users_file or default_users_file()
+
+
+@contextlib.contextmanager
+def owner_only() -> Iterator[None]:
+    """Inside the block, new files are created 0600 and new folders 0700 (umask 077)."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def write_users(path: Path, users: Users) -> None:
+    """Write ``users`` atomically to ``path`` (0600 under the ``user`` group's umask)."""
+    with atomic_writer(path) as handle:
+        handle.write(users.text().encode("utf-8"))
+
+
+def read_password(from_stdin: bool) -> str:
+    """The new password: one line of stdin, or typed twice without echo."""
+    if from_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"The password is too short: at least {MIN_PASSWORD_LENGTH} characters.")
+    return password
+
+
+@click.group()
+@click.pass_context
+def user(ctx: click.Context) -> None:
+    """Manage the logins of `jmedllm serve` (scrypt password hashes in a private users file)."""
+    ctx.with_resource(owner_only())
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="This user may load models from the UI.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin (for scripts).")
+@file_option
+def add(name: str, admin: bool, password_stdin: bool, users_file: Path | None) -> None:
+    """Add user NAME (or replace their password and role)."""
+    path = _resolve(users_file)
+    check_name(name)
+    users = read_users_file(path) if path.exists() else Users({})
+    password = read_password(password_stdin)
+    replaced = name in users
+    write_users(path, users.with_account(name, password, admin))
+    click.echo(f"{'Updated' if replaced else 'Added'} {name}{' (admin)' if admin else ''} in {path}")
+
+
+@user.command("remove")
+@click.argument("name")
+@file_option
+def remove(name: str, users_file: Path | None) -> None:
+    """Remove user NAME."""
+    path = _resolve(users_file)
+    write_users(path, read_users_file(path).without(name))
+    click.echo(f"Removed {name} from {path}")
+
+
+@user.command("list")
+@file_option
+def list_users(users_file: Path | None) -> None:
+    """List the user names (and who is admin); never the hashes."""
+    path = _resolve(users_file)
+    for account in read_users_file(path):
+        click.echo(f"{account.name}\tadmin" if account.admin else account.name)

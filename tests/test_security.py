@@ -1,0 +1,234 @@
+"""Logins without a server: password hashes, the users-file rule, permissions, throttling, the user CLI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.security import (
+    AUTH_ENV,
+    LOCKOUT_S,
+    MAX_FAILURES,
+    AuthError,
+    LoginGuard,
+    PasswordHash,
+    Throttle,
+    Users,
+    check_name,
+    load_users,
+    read_users_file,
+)
+from app.ui.server import SessionClock, allowed_host_names, host_name
+from app.ui.state import ServeOptions
+from tests.conftest import JMEDLLM, REPO_ROOT
+
+PASSWORD = "correct horse battery"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def users() -> Users:
+    return Users({}).with_account("alice", PASSWORD, admin=True).with_account("bob", "bob's password ", admin=False)
+
+
+def test_hash_round_trip_and_wrong_password() -> None:
+    first, second = PasswordHash.create(PASSWORD), PasswordHash.create(PASSWORD)
+    assert first.salt != second.salt and first.key != second.key
+    assert first.record.startswith("scrypt$16384$8$1$")
+    parsed = PasswordHash.parse(first.record)
+    assert parsed.matches(PASSWORD)
+    assert not parsed.matches(PASSWORD + "x")
+    assert not parsed.matches("")
+
+
+def test_users_file_lines_round_trip_with_comments_and_admin_flag(users: Users) -> None:
+    text = "# staff\n\n" + users.text()
+    parsed = Users.parse(text, "f")
+    assert {account.name for account in parsed} == {"alice", "bob"}
+    assert parsed.admins == frozenset({"alice"})
+    assert parsed.is_admin("alice") and not parsed.is_admin("bob") and not parsed.is_admin("nobody")
+    assert parsed.verify("alice", PASSWORD)
+    assert not parsed.verify("alice", "wrong password")
+    assert not parsed.verify("nobody", PASSWORD)
+    assert "correct" not in text and "scrypt$" in text
+
+
+def test_passwords_are_never_stripped(users: Users) -> None:
+    assert users.verify("bob", "bob's password ")
+    assert not users.verify("bob", "bob's password")
+
+
+def test_plain_text_passwords_are_refused_with_the_conversion_command() -> None:
+    with pytest.raises(AuthError, match="plain-text passwords.*jmedllm user add alice"):
+        Users.parse("alice:secret\n", "f")
+    # The old comma rule is gone: this is one (refused) line, never two accounts.
+    with pytest.raises(AuthError, match="line 1: plain-text"):
+        Users.parse("alice:Str0ng,Pass:word", "$JMEDLLM_AUTH")
+
+
+def test_malformed_lines_are_refused(users: Users) -> None:
+    line = users.text().splitlines()[0]
+    with pytest.raises(AuthError, match="unknown flag"):
+        Users.parse(line.removesuffix(":admin") + ":root", "f")
+    with pytest.raises(AuthError, match="listed twice"):
+        Users.parse(f"{line}\n{line}\n", "f")
+    with pytest.raises(AuthError, match="malformed password hash"):
+        Users.parse("carol:scrypt$16384$8$1$!!$!!", "f")
+    for bad in ("a:b", "two words", "#hash", "", "x" * 65):
+        with pytest.raises(AuthError, match="Invalid user name"):
+            check_name(bad)
+
+
+def test_users_file_must_be_private(tmp_path: Path, users: Users) -> None:
+    path = tmp_path / "users.txt"
+    path.write_text(users.text())
+    path.chmod(0o644)
+    with pytest.raises(AuthError, match=f"readable or writable by other users.*chmod 600 {path}"):
+        read_users_file(path)
+    path.chmod(0o620)
+    with pytest.raises(AuthError, match="chmod 600"):
+        load_users(path)
+    path.chmod(0o600)
+    loaded = load_users(path)
+    assert loaded is not None and loaded.verify("alice", PASSWORD)
+
+
+def test_environment_holds_the_same_lines(monkeypatch: pytest.MonkeyPatch, users: Users) -> None:
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    assert load_users(None) is None
+    monkeypatch.setenv(AUTH_ENV, users.text())
+    loaded = load_users(None)
+    assert loaded is not None and loaded.admins == frozenset({"alice"}) and loaded.verify("bob", "bob's password ")
+    monkeypatch.setenv(AUTH_ENV, "# nobody\n")
+    with pytest.raises(AuthError, match="holds no account"):
+        load_users(None)
+
+
+def test_serve_uses_the_default_users_file_when_it_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JMEDLLM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    assert load_users(None) is None
+    assert run_user("add", "carol", "--password-stdin", password=PASSWORD + "\n").returncode == 0
+    assert stat.S_IMODE((tmp_path / "users.txt").stat().st_mode) == 0o600
+    loaded = load_users(None)
+    assert loaded is not None and loaded.verify("carol", PASSWORD)
+    monkeypatch.setenv(AUTH_ENV, Users({}).with_account("dave", PASSWORD, admin=False).text())
+    from_env = load_users(None)
+    assert from_env is not None and "dave" in from_env and "carol" not in from_env
+
+
+def test_throttle_locks_after_max_failures_within_the_window_and_unlocks_later() -> None:
+    clock = FakeClock()
+    throttle = Throttle(clock=clock)
+    for _ in range(MAX_FAILURES - 1):
+        assert throttle.fail("user:alice") == []
+        clock.now += 60
+    assert not throttle.locked("user:alice")
+    assert throttle.fail("user:alice") == ["user:alice"]
+    assert throttle.locked("user:alice") and throttle.locked("address:x", "user:alice")
+    assert not throttle.locked("user:bob")
+    clock.now += LOCKOUT_S + 1
+    assert not throttle.locked("user:alice")
+
+
+def test_throttle_forgets_failures_older_than_the_window() -> None:
+    clock = FakeClock()
+    throttle = Throttle(clock=clock)
+    for _ in range(MAX_FAILURES * 2):
+        throttle.fail("user:alice")
+        clock.now += throttle.window_s / (MAX_FAILURES - 1) + 1
+    assert not throttle.locked("user:alice")
+
+
+def test_login_guard_locks_out_the_user_and_the_address(users: Users, caplog: pytest.LogCaptureFixture) -> None:
+    guard = LoginGuard(users, Throttle(clock=FakeClock()))
+    caplog.set_level(logging.INFO, logger="app.security")
+    for _ in range(MAX_FAILURES):
+        assert not guard.check("alice", "wrong password!", "10.0.0.1")
+    assert not guard.check("alice", PASSWORD, "10.0.0.2")  # the user is locked, from any address
+    assert not guard.check("bob", "bob's password ", "10.0.0.1")  # the address is locked, for any user
+    assert guard.check("bob", "bob's password ", "10.0.0.3")
+    assert "locked out" in caplog.text and "10.0.0.1" in caplog.text and "'alice'" in caplog.text
+    assert "wrong password!" not in caplog.text and PASSWORD not in caplog.text
+
+
+def test_a_successful_login_clears_the_users_failures(users: Users) -> None:
+    guard = LoginGuard(users, Throttle(clock=FakeClock()))
+    for number in range(MAX_FAILURES - 1):
+        guard.check("alice", "nope", f"10.0.1.{number}")
+    assert guard.check("alice", PASSWORD, "10.0.2.1")
+    assert not guard.check("alice", "nope", "10.0.2.2")
+    assert guard.check("alice", PASSWORD, "10.0.2.3")
+
+
+def test_host_names_and_the_every_address_bind() -> None:
+    assert host_name("127.0.0.1:7860") == "127.0.0.1"
+    assert host_name("[::1]:7860") == "::1"
+    assert host_name("Med.Hospital.LAN") == "med.hospital.lan"
+    assert allowed_host_names(ServeOptions()) == frozenset({"127.0.0.1", "localhost", "::1"})
+    assert "ward-pc" in allowed_host_names(ServeOptions(host="192.168.1.5", allowed_hosts=("Ward-PC",)))
+    assert "192.168.1.5" in allowed_host_names(ServeOptions(host="192.168.1.5"))
+    with pytest.raises(AuthError, match="--allowed-host"):
+        allowed_host_names(ServeOptions(host="0.0.0.0"))
+    assert "0.0.0.0" not in allowed_host_names(ServeOptions(host="0.0.0.0", allowed_hosts=("ward-pc",)))
+
+
+def test_sessions_expire_after_their_age() -> None:
+    clock = FakeClock()
+    tokens = {"old": "alice"}
+    sessions = SessionClock(lambda: tokens, max_age_s=60, clock=clock)
+    sessions.sweep()
+    clock.now += 30
+    tokens["new"] = "bob"
+    sessions.sweep()
+    clock.now += 31
+    sessions.sweep()
+    assert tokens == {"new": "bob"}
+    clock.now += 30
+    sessions.sweep()
+    assert tokens == {}
+
+
+def run_user(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*JMEDLLM, "user", *args], input=password, capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=os.environ.copy(), timeout=60)
+
+
+def test_user_cli_adds_lists_and_removes_through_a_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "new-folder" / "users.txt"
+    added = run_user("add", "alice", "--admin", "--password-stdin", "--file", str(path), password=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    assert run_user("add", "bob", "--password-stdin", "--file", str(path), password="bob's password \n").returncode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left beside it
+    users = read_users_file(path)
+    assert users.verify("alice", PASSWORD) and users.verify("bob", "bob's password ") and users.admins == {"alice"}
+
+    listed = run_user("list", "--file", str(path))
+    assert listed.returncode == 0 and listed.stdout.splitlines() == ["alice\tadmin", "bob"]
+    assert "scrypt" not in listed.stdout
+
+    short = run_user("add", "carol", "--password-stdin", "--file", str(path), password="short\n")
+    assert short.returncode == 1 and "at least 12 characters" in short.stderr
+
+    assert run_user("remove", "bob", "--file", str(path)).returncode == 0
+    assert run_user("list", "--file", str(path)).stdout.splitlines() == ["alice\tadmin"]
+    missing = run_user("remove", "bob", "--file", str(path))
+    assert missing.returncode == 1 and "No user named bob" in missing.stderr
+
+    path.chmod(0o644)
+    refused = run_user("list", "--file", str(path))
+    assert refused.returncode == 1 and "chmod 600" in refused.stderr
