@@ -116,3 +116,13 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.table("runs").create_index(["started_at"], if_not_exists=True)
     db.table("answers").create_index(["run_id", "problem_id", "language"], unique=True, if_not_exists=True)
     db.table("answers").create_index(["problem_id"], if_not_exists=True)
+
+
+@migration
+def m002_model_loads(db: sqlite_utils.Database) -> None:
+    """``model_loads``: every attempt to load a model from the UI (who, when, which file, sha256, outcome)."""
+    db.table("model_loads").create({
+        "id": int, "at": str, "username": str, "address": str, "file_name": str, "sha256": str,
+        "quantization": str, "outcome": str, "message": str,
+    }, pk="id", not_null={"at", "file_name", "outcome"}, if_not_exists=True)
+    db.table("model_loads").create_index(["at"], if_not_exists=True)

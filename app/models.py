@@ -1,15 +1,26 @@
-"""Resolving what the user names as a model ("demo", a path, or nothing) to a GGUF file."""
+"""Resolving what the user names as a model ("demo", a path, or nothing) to a GGUF file.
+
+The console (CLI) may name any path; the UI names a model only by its file name in the models
+folder (:func:`resolve_model_name`), so nothing uploaded or elsewhere on disk can be loaded from it.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from app.demo_model import DEMO_ALIAS, ensure_demo_model
+from app.errors import UserError
 from app.model_card import check_gguf_file
 from app.paths import models_dir
 
 MODEL_ENV = "JMEDLLM_MODEL"
+MODEL_SUFFIX = ".gguf"
+
+
+class ModelNameError(UserError, ValueError):
+    """A model named in the UI that is not ``demo`` or a GGUF file of the models folder."""
 
 
 def resolve_model(spec: str | Path | None, progress: bool = True) -> Path:
@@ -23,6 +34,39 @@ def resolve_model(spec: str | Path | None, progress: bool = True) -> Path:
     return check_gguf_file(path)
 
 
+def _in_models_folder(name: str) -> Path | None:
+    """``models folder / name`` when ``name`` is a plain ``.gguf`` file name whose file, symlinks
+    followed, is a regular file inside the models folder; otherwise ``None``."""
+    if not name.endswith(MODEL_SUFFIX) or Path(name).name != name or "\\" in name or name.startswith("."):
+        return None
+    folder = models_dir().resolve()
+    try:
+        target = (folder / name).resolve(strict=True)
+        regular = stat.S_ISREG(target.stat().st_mode)
+    except (OSError, RuntimeError, ValueError):  # missing, unreadable, a symlink loop, a NUL byte
+        return None
+    return folder / name if regular and target.is_relative_to(folder) else None
+
+
+def resolve_model_name(name: str) -> Path:
+    """The GGUF the UI names: ``demo`` or the file name of a GGUF directly in the models folder.
+
+    Paths (absolute or with a folder), ``..``, symlinks leading outside the folder, names not
+    ending in ``.gguf`` and anything that is not a regular file are refused.
+    """
+    if name == DEMO_ALIAS:
+        return ensure_demo_model(progress=False)
+    path = _in_models_folder(name)
+    if path is None:
+        shown = name if len(name) <= 120 else name[:120] + "…"
+        raise ModelNameError(
+            f"{shown!r} is not a GGUF file name in the models folder ({models_dir()}). "
+            "Models are loaded by name only: copy the .gguf file into that folder and pick it from the list."
+        )
+    return check_gguf_file(path)
+
+
 def list_models() -> list[Path]:
-    """GGUF files in the models folder, for the UI's picker."""
-    return sorted(p for p in models_dir().glob("*.gguf") if p.is_file())
+    """GGUF files in the models folder that :func:`resolve_model_name` accepts, for the UI's picker."""
+    found = (_in_models_folder(p.name) for p in models_dir().glob(f"*{MODEL_SUFFIX}"))
+    return sorted(p for p in found if p is not None)

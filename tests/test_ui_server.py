@@ -11,10 +11,11 @@ import pytest
 from gradio_client import Client
 
 from app.demo_model import DEMO_SHA256
-from app.engines.base import Engine
+from app.paths import models_dir
 from app.qa import Answer
+from app.security import AUTH_ENV, Users, load_users
 from app.ui.i18n import t
-from app.ui.server import is_loopback, load_auth, parse_auth_lines, serve
+from app.ui.server import checked_options, is_loopback
 from app.ui.state import ServeOptions
 from tests.conftest import Server
 
@@ -71,26 +72,32 @@ def test_history_is_stored_only_when_turned_on(client: Client, ui_server: Server
     assert row == ("Recorded question?", DEMO_SHA256, "Q4_K_M")
 
 
-def test_model_tab_rejects_a_non_gguf_file(client: Client, tmp_path: Path) -> None:
-    bogus = tmp_path / "weights.bin"
+def test_model_tab_rejects_a_non_gguf_file(client: Client) -> None:
+    bogus = models_dir() / "weights.gguf"  # the server's models folder: same environment
     bogus.write_bytes(b"\x80\x04\x95 pickle bytes")
-    with pytest.raises(Exception, match="not a GGUF model"):
-        client.predict(str(bogus), None, "auto", 2048, api_name="/load_model")
-    with pytest.raises(Exception, match="GPU layers must be"):
-        client.predict(str(bogus), None, "many", 2048, api_name="/load_model")
+    try:
+        with pytest.raises(Exception, match="not a GGUF model"):
+            client.predict(bogus.name, "auto", 2048, api_name="/load_model")
+        with pytest.raises(Exception, match="GPU layers must be"):
+            client.predict("demo", "many", 2048, api_name="/load_model")
+    finally:
+        bogus.unlink()
 
 
-def test_auth_parsing_and_refusal_beyond_loopback(tmp_path: Path, demo_engine: Engine) -> None:
-    assert parse_auth_lines("# staff\nalice:pw1\n\nbob:pw2\n", "f") == [("alice", "pw1"), ("bob", "pw2")]
-    with pytest.raises(ValueError, match="expected"):
-        parse_auth_lines("alice", "f")
+def test_auth_parsing_and_refusal_beyond_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(AUTH_ENV, raising=False)
+    text = "# staff\n" + Users({}).with_account("alice", "alice's password", admin=False).text()
+    with pytest.raises(ValueError, match="plain-text"):
+        Users.parse("alice:pw1", "f")
     auth_file = tmp_path / "auth.txt"
-    auth_file.write_text("alice:secret\n")
-    assert load_auth(auth_file) == [("alice", "secret")]
+    auth_file.write_text(text)
+    auth_file.chmod(0o600)
+    users = load_users(auth_file)
+    assert users is not None and users.verify("alice", "alice's password")
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0")
     with pytest.raises(ValueError, match="without a login"):
-        serve(demo_engine, ServeOptions(host="0.0.0.0", port=1), block=False)
+        checked_options(ServeOptions(host="0.0.0.0", port=1))
 
 
 def test_stop_button_ends_the_answer_early(client: Client) -> None:
@@ -110,9 +117,10 @@ def test_stop_button_ends_the_answer_early(client: Client) -> None:
 
 
 def test_model_tab_loads_a_gguf_and_shows_its_card(client: Client, demo_model_path: Path) -> None:
-    card, warning = client.predict(str(demo_model_path), None, "0", 1024, api_name="/load_model")
-    assert DEMO_SHA256[:12] in card
+    card, log = client.predict("demo", "0", 1024, api_name="/load_model")
+    assert DEMO_SHA256[:12] in card and demo_model_path.name.split(".")[0] in card
     assert "context 1024" in card
-    assert "not for clinical use" in warning
+    assert "not for clinical use" in card
+    assert log["data"][0][3] == demo_model_path.name and log["data"][0][6] == "loaded"
     answer, _, answered_by = client.predict("Hello?", "", "en", "auto", "0", 16, False, api_name="/ask")
     assert answer.strip() and "context 1024" in answered_by

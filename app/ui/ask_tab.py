@@ -26,8 +26,8 @@ def _chosen_markdown(answer: Answer, lang: str) -> str:
     return f"**{t('chosen', lang)}:** {answer.chosen_text() or t('abstained', lang)}"
 
 
-def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str) -> None:
-    """Create the Ask tab's components inside the current ``gr.Tab``."""
+def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str) -> tuple[gr.Button, gr.Markdown]:
+    """Create the Ask tab's components inside the current ``gr.Tab``; returns the Ask button and the model card."""
     cancels = CancelRegistry()
     with gr.Row():
         with gr.Column(scale=3):
@@ -116,3 +116,4 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         cancels.cancel(request)
 
     stop_button.click(stop, inputs=None, outputs=None, api_name="stop", queue=False)
+    return ask_button, card

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
+from app.engines.base import Engine
 from app.ui.ask_tab import build_ask_tab
 from app.ui.benchmark_tab import build_benchmark_tab
+from app.ui.cards import model_card_markdown
 from app.ui.i18n import DEMO_WARNING, NOTICE, UI_LANGUAGES, t
 from app.ui.labels import Labeler
-from app.ui.model_tab import build_model_tab
+from app.ui.model_tab import build_model_tab, current_model_markdown
 from app.ui.state import AppState
 
 # System fonts only: nothing is fetched from a font CDN.
@@ -16,6 +20,12 @@ THEME = gr.themes.Default(
     font=["Hiragino Sans", "Noto Sans CJK JP", "Yu Gothic", "system-ui", "sans-serif"],
     font_mono=["Noto Sans Mono", "Menlo", "monospace"],
 )
+REFRESH_SECONDS = 5.0  # how soon an open page shows a model loaded elsewhere
+
+
+def demo_banner(engine: Engine) -> str:
+    """The demo warning while the demo model answers, else nothing."""
+    return DEMO_WARNING if engine.card.is_demo else ""
 
 
 def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
@@ -28,14 +38,15 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
             toggle = gr.Radio(choices=list(UI_LANGUAGES), value=next(k for k, v in UI_LANGUAGES.items() if v == lang),
                               label=t("ui_language", lang), elem_id="ui-language", scale=0)
         gr.Markdown(NOTICE, elem_id="notice")
-        demo_notice = gr.Markdown(DEMO_WARNING if state.engine.card.is_demo else "", elem_id="demo-warning")
+        demo_notice = gr.Markdown(demo_banner(state.engine), elem_id="demo-warning")
+        shown_version = gr.State(state.loaded.version)  # the load whose model this page shows
         with gr.Tabs():
             ask_tab = labeler.add(gr.Tab(t("tab_ask", lang), id="ask"), "tab_ask")
             with ask_tab:
-                build_ask_tab(state, labeler, ui_lang, lang)
+                ask_button, answered_by = build_ask_tab(state, labeler, ui_lang, lang)
             model_tab = labeler.add(gr.Tab(t("tab_model", lang), id="model"), "tab_model")
             with model_tab:
-                build_model_tab(state, labeler, lang, demo_notice)
+                current_model, load_event = build_model_tab(state, labeler, lang, demo)
             bench_tab = labeler.add(gr.Tab(t("tab_benchmark", lang), id="benchmark"), "tab_benchmark")
             with bench_tab:
                 build_benchmark_tab(state, labeler, ui_lang, lang)
@@ -45,4 +56,22 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
             return [new_lang, *labeler.updates(new_lang)]
 
         toggle.change(switch, inputs=toggle, outputs=[ui_lang, *labeler.components], queue=False)
+
+        def refresh(version: int) -> tuple[Any, ...]:
+            """Banner and cards of the model that answers now, if another load than the page shows."""
+            loaded = state.loaded
+            if loaded.version == version:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (demo_banner(loaded.engine), model_card_markdown(loaded.engine), current_model_markdown(loaded),
+                    loaded.version)
+
+        # Off the queue, so a refresh never waits behind (or holds up) a question.
+        page_refresh: dict[str, Any] = {
+            "fn": refresh, "inputs": shown_version, "outputs": [demo_notice, answered_by, current_model, shown_version],
+            "queue": False, "show_progress": "hidden", "api_visibility": "private",
+        }
+        demo.load(**page_refresh)
+        gr.Timer(REFRESH_SECONDS).tick(**page_refresh)
+        ask_button.click(**page_refresh)  # before each answer, too
+        load_event.success(**page_refresh)
     return demo

@@ -18,6 +18,22 @@ DEMO_WARNING = (
     "medical questions well. Load a real GGUF (e.g. JMedLLM-v1-7B) in the Model tab."
 )
 
+LOAD_ADMIN_ONLY = (
+    "🔒 モデルの読み込みは管理者だけが行えます。このサーバーでは管理者以外は現在のモデルを確認できるだけです。"
+    "管理者に依頼するか（`jmedllm user add NAME --admin` で登録）、サーバーの端末で "
+    "`jmedllm serve --model NAME` を起動し直してください。  \n"
+    "🔒 Only an administrator may load models; here you can see the current model only. Ask an administrator "
+    "(users added with `jmedllm user add NAME --admin`), or restart `jmedllm serve --model NAME` at the "
+    "server's console."
+)
+MODEL_STARTED_WITH = "サーバー起動時のモデル / loaded when the server started · {at}"
+MODEL_LOADED_BY = "読み込み / loaded by: **{who}** ({address}) · {at}"
+LOCAL_USER = "ローカル利用者 / local user"
+MODEL_LOADS_HEADERS = [
+    "日時 / at (UTC)", "利用者 / user", "アドレス / address", "ファイル / file", "sha256",
+    "量子化 / quantization", "結果 / outcome", "メッセージ / message",
+]
+
 TEXT: dict[str, dict[str, str]] = {
     "title": {"ja": "## JMedLLM Desk — ローカル医療LLM", "en": "## JMedLLM Desk — local medical LLM"},
     "ui_language": {"ja": "表示言語 / UI language", "en": "UI language / 表示言語"},
@@ -47,6 +63,8 @@ TEXT: dict[str, dict[str, str]] = {
     "context": {"ja": "コンテキスト長（トークン）", "en": "Context size (tokens)"},
     "load": {"ja": "読み込む", "en": "Load"},
     "current_model": {"ja": "現在のモデル", "en": "Current model"},
+    "refresh_models": {"ja": "一覧を更新", "en": "Refresh list"},
+    "model_loads": {"ja": "モデル読み込みの記録（最新20件）", "en": "Model loads (last 20)"},
     "busy": {
         "ja": "⏳ モデルは別の質問に回答中です。終了を待つか、停止を押してください。",
         "en": "⏳ The model is answering another question. Wait for it to finish or press Stop.",

@@ -1,62 +1,145 @@
-"""The Model tab: load another GGUF (a path or a file in the models folder) with GPU/context settings."""
+"""The Model tab: an administrator loads a GGUF of the models folder, by name, with GPU/context settings.
+
+Everyone else sees it read-only: the current model, who loaded it and when. Every load attempt,
+allowed or not, is written to the ``model_loads`` log (:mod:`app.audit`).
+"""
 
 from __future__ import annotations
 
-import gradio as gr
+from typing import Any
 
+import gradio as gr
+from gradio.events import Dependency
+
+from app.audit import FAILED, LOADED, REFUSED, LoadAttempt, recent_loads, record_load
 from app.demo_model import DEMO_ALIAS
 from app.engines.local import LocalEngine
 from app.engines.options import DEFAULT_CONTEXT, parse_gpu_layers
 from app.errors import UserError
-from app.models import list_models, resolve_model
+from app.models import ModelNameError, list_models, resolve_model_name
 from app.paths import models_dir
-from app.ui.cards import model_card_markdown
-from app.ui.i18n import DEMO_WARNING, t
+from app.ui.cards import escape_markdown, model_card_markdown
+from app.ui.i18n import LOAD_ADMIN_ONLY, LOCAL_USER, MODEL_LOADED_BY, MODEL_LOADS_HEADERS, MODEL_STARTED_WITH, t
 from app.ui.labels import Labeler
-from app.ui.state import AppState
+from app.ui.state import AppState, LoadedModel
+
+LOG_COLUMNS = ("at", "username", "address", "file_name", "sha256", "quantization", "outcome", "message")
+# ^ in the order of MODEL_LOADS_HEADERS
 
 
-def build_model_tab(state: AppState, labeler: Labeler, lang: str, demo_notice: gr.Markdown) -> None:
-    """Create the Model tab's components inside the current ``gr.Tab``."""
-    gr.Markdown(f"Models folder / モデルフォルダ: `{models_dir()}`")
-    with gr.Row():
-        path = labeler.add(gr.Textbox(label=t("model_path", lang), elem_id="model-path"), "model_path")
-        pick = labeler.add(
-            gr.Dropdown(choices=[DEMO_ALIAS, *(p.name for p in list_models())], value=None,
-                        label=t("model_pick", lang), allow_custom_value=False),
-            "model_pick",
-        )
-    with gr.Row():
-        gpu_layers = labeler.add(gr.Textbox(value=state.options.gpu_layers, label=t("gpu_layers", lang)),
-                                 "gpu_layers")
-        n_ctx = labeler.add(gr.Number(value=state.options.n_ctx, precision=0, minimum=256, maximum=131072,
-                                      label=t("context", lang)), "context")
-    load_button = labeler.add(gr.Button(t("load", lang), variant="primary", elem_id="load-model"), "load", "value")
-    current = labeler.add(gr.Markdown(model_card_markdown(state.engine), label=t("current_model", lang)),
-                          "current_model")
+class LoadRefused(UserError):
+    """This request may not load a model now: not an administrator, or the model is answering."""
 
-    def load(raw_path: str, picked: str | None, raw_layers: str, context: float,
-             progress: gr.Progress = gr.Progress()) -> tuple[str, str]:  # noqa: B008
-        spec = (raw_path or "").strip() or picked
-        if not spec:
-            raise gr.Error("Enter a GGUF path or pick a file. / GGUFのパスを入力するか、ファイルを選んでください。")
+
+def model_names() -> list[str]:
+    """What the picker offers: ``demo`` and the GGUF files of the models folder, by name."""
+    return [DEMO_ALIAS, *(path.name for path in list_models())]
+
+
+def current_model_markdown(loaded: LoadedModel) -> str:
+    """The current model's card, and who loaded it when."""
+    if loaded.version == 0:
+        origin = MODEL_STARTED_WITH.format(at=loaded.loaded_at)
+    else:
+        who = escape_markdown(loaded.username) if loaded.username else LOCAL_USER
+        origin = MODEL_LOADED_BY.format(who=who, address=escape_markdown(loaded.address or "?"), at=loaded.loaded_at)
+    return f"{model_card_markdown(loaded.engine)}\n\n{origin}"
+
+
+def _client_address(request: gr.Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def build_model_tab(state: AppState, labeler: Labeler, lang: str,
+                    page: gr.Blocks) -> tuple[gr.Markdown, Dependency]:
+    """Create the Model tab inside the current ``gr.Tab``; returns the current-model view and the load event."""
+    access = gr.Markdown(LOAD_ADMIN_ONLY, elem_id="model-access")
+    with gr.Column(visible=False, elem_id="model-admin") as admin_view:  # shown to administrators on page load
+        gr.Markdown(f"Models folder / モデルフォルダ: `{models_dir()}`")
+        with gr.Row():
+            # Custom values reach the server, which accepts names of the models folder only and logs the rest.
+            pick = labeler.add(
+                gr.Dropdown(choices=model_names(), value=None, label=t("model_pick", lang),
+                            allow_custom_value=True, elem_id="model-pick"),
+                "model_pick",
+            )
+            refresh_button = labeler.add(gr.Button(t("refresh_models", lang), elem_id="refresh-models", scale=0),
+                                         "refresh_models", "value")
+        with gr.Row():
+            gpu_layers = labeler.add(gr.Textbox(value=state.options.gpu_layers, label=t("gpu_layers", lang)),
+                                     "gpu_layers")
+            n_ctx = labeler.add(gr.Number(value=state.options.n_ctx, precision=0, minimum=256, maximum=131072,
+                                          label=t("context", lang)), "context")
+        load_button = labeler.add(gr.Button(t("load", lang), variant="primary", elem_id="load-model"), "load",
+                                  "value")
+    current = labeler.add(gr.Markdown(current_model_markdown(state.loaded), label=t("current_model", lang),
+                                      elem_id="current-model"), "current_model")
+    log_table = labeler.add(gr.Dataframe(headers=MODEL_LOADS_HEADERS, label=t("model_loads", lang), show_label=True,
+                                         interactive=False, wrap=True, visible=False, elem_id="model-loads"),
+                            "model_loads")
+
+    def log_rows() -> list[list[Any]]:
+        rows = recent_loads(state.options.database)
+        return [[(row[c] or "")[:12] if c == "sha256" else row[c] for c in LOG_COLUMNS] for row in rows]
+
+    def view(request: gr.Request) -> tuple[Any, ...]:
+        """This user's view: the controls and the log for an administrator, the notice for anyone else."""
+        admin = state.may_load_models(request.username)
+        return ("" if admin else LOAD_ADMIN_ONLY, gr.update(visible=admin),
+                gr.update(visible=admin, value=log_rows() if admin else []))
+
+    page.load(view, inputs=None, outputs=[access, admin_view, log_table], queue=False,
+              api_visibility="private")
+
+    def refresh(request: gr.Request) -> tuple[Any, list[list[Any]]]:
+        if not state.may_load_models(request.username):
+            raise gr.Error(LOAD_ADMIN_ONLY)
+        return gr.update(choices=model_names()), log_rows()
+
+    refresh_button.click(refresh, inputs=None, outputs=[pick, log_table], queue=False, api_name="refresh_models")
+
+    def attempt(name: str, raw_layers: str, context: float, request: gr.Request,
+                progress: gr.Progress) -> LocalEngine:
+        """Check the role, the name and the settings, then load; raises UserError when refused or failed."""
+        if not state.may_load_models(request.username):
+            raise LoadRefused(LOAD_ADMIN_ONLY)
+        model_path = resolve_model_name(name)
+        layers = parse_gpu_layers(raw_layers)
         if state.engine.busy:
-            raise gr.Error(t("busy", lang))
+            raise LoadRefused(t("busy", lang))
+        progress(0.05, desc="Checking file / ファイル確認")
+
+        def hashed(done: int, total: int) -> None:
+            progress(0.1 + 0.6 * done / total, desc="sha256 / ハッシュ計算")
+
+        return LocalEngine.load(model_path, on_hash_progress=hashed, n_gpu_layers=layers,
+                                n_ctx=int(context or DEFAULT_CONTEXT), n_threads=state.options.threads)
+
+    def load(name: str | None, raw_layers: str, context: float, request: gr.Request,
+             progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:  # noqa: B008
+        requested = (name or "").strip()
+        address = _client_address(request)
+
+        def log(outcome: str, file_name: str, message: str = "", engine: LocalEngine | None = None) -> None:
+            record_load(state.options.database, LoadAttempt(
+                request.username, address, file_name, outcome, message,
+                sha256=engine.card.sha256 if engine else None,
+                quantization=engine.card.quantization if engine else None,
+            ))
+
         try:
-            layers = parse_gpu_layers(raw_layers)
-            progress(0.05, desc="Checking file / ファイル確認")
-            model_path = resolve_model(spec, progress=False)
-
-            def hashed(done: int, total: int) -> None:
-                progress(0.1 + 0.6 * done / total, desc="sha256 / ハッシュ計算")
-
-            engine = LocalEngine.load(model_path, on_hash_progress=hashed, n_gpu_layers=layers,
-                                      n_ctx=int(context or DEFAULT_CONTEXT), n_threads=state.options.threads)
+            try:
+                engine = attempt(requested, raw_layers, context, request, progress)
+            except (UserError, OSError) as exc:
+                log(REFUSED if isinstance(exc, LoadRefused | ModelNameError) else FAILED, requested, str(exc))
+                raise
+            log(LOADED, engine.card.file_name, engine=engine)
         except (UserError, OSError) as exc:
             raise gr.Error(str(exc)) from exc
         progress(1.0, desc="Loaded / 読み込み完了")
-        state.replace_engine(engine)
-        return model_card_markdown(engine), DEMO_WARNING if engine.card.is_demo else ""
+        loaded = state.replace_engine(engine, request.username, address)
+        return current_model_markdown(loaded), log_rows()
 
-    load_button.click(load, inputs=[path, pick, gpu_layers, n_ctx], outputs=[current, demo_notice],
-                      api_name="load_model", concurrency_limit=1)
+    load_event = load_button.click(load, inputs=[pick, gpu_layers, n_ctx], outputs=[current, log_table],
+                                   api_name="load_model", concurrency_limit=1)
+    return current, load_event
