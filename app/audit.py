@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from app.db import connect
+from app.timestamps import utc_now
 
 LOADED = "loaded"  # the model now answers
 REFUSED = "refused"  # not allowed: not an administrator, not a name in the models folder, or the model was busy
@@ -32,7 +32,7 @@ class LoadAttempt:
 def record_load(db_path: Path, attempt: LoadAttempt) -> int:
     """Append ``attempt`` to the log, stamped with the current UTC time; returns its row id."""
     row = asdict(attempt) | {
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "at": utc_now(),
         "file_name": attempt.file_name[:MAX_NAME_CHARS],
     }
     with connect(db_path) as db:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import cast
 
 from app.db import connect
 from app.engines.base import Engine, GenerationStats
+from app.timestamps import utc_now
 
 
 def record_question(db_path: Path, engine: Engine, question: str, choices: tuple[str, ...],
@@ -18,7 +18,7 @@ def record_question(db_path: Path, engine: Engine, question: str, choices: tuple
     with connect(db_path) as db:
         table = db.table("questions").insert(
             {
-                "asked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "asked_at": utc_now(),
                 "question": question,
                 "choices": json.dumps(list(choices), ensure_ascii=False),
                 "language": language,

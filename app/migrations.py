@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import sqlite_utils
+
+from app.timestamps import utc_now
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -54,7 +55,7 @@ class Migrations:
                     continue
                 step(db)
                 db.table(MIGRATIONS_TABLE).insert(
-                    {"name": step.__name__, "applied_at": datetime.now(UTC).isoformat(timespec="seconds")})
+                    {"name": step.__name__, "applied_at": utc_now()})
             done_now.append(step.__name__)
         return done_now
 

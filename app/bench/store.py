@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlite_utils
 
 from app.bench.metrics import METRICS
 from app.errors import UserError
+from app.timestamps import utc_now
 
 # The answers table's columns around the metric columns; the metric columns (one 0/1 column per
 # registered metric, named after it) sit between them and are added to older databases on demand.
@@ -46,12 +46,8 @@ class RunNotFound(UserError, LookupError):
         super().__init__(f"No benchmark run {run_id}")
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def create_run(db: sqlite_utils.Database, fields: dict[str, Any]) -> int:
-    row = {**fields, "status": "running", "started_at": now(), "pid": os.getpid(), "n_answered": 0}
+    row = {**fields, "status": "running", "started_at": utc_now(), "pid": os.getpid(), "n_answered": 0}
     with db.conn:
         return int(cast(int, db.table("runs").insert(row).last_pk))  # every insert sets it
 
@@ -87,7 +83,7 @@ def answered_keys(db: sqlite_utils.Database, run_id: int) -> set[tuple[str, str]
 
 def add_answer(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
     """Write one answer in its own transaction (the UNIQUE index refuses a second copy)."""
-    row = {**row, "created_at": now()}
+    row = {**row, "created_at": utc_now()}
     with db.conn:
         db.table("answers").insert(row)
         db.execute("update runs set n_answered = n_answered + 1 where id = ?", [row["run_id"]])
@@ -95,7 +91,7 @@ def add_answer(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
 
 def finish_run(db: sqlite_utils.Database, run_id: int, status: str, extra: dict[str, Any] | None = None) -> None:
     with db.conn:
-        db.table("runs").update(run_id, {"status": status, "ended_at": now(), **(extra or {})})
+        db.table("runs").update(run_id, {"status": status, "ended_at": utc_now(), **(extra or {})})
 
 
 def get_run(db: sqlite_utils.Database, run_id: int) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 from app.db import default_db_path
 from app.engines.base import Engine
 from app.security import Users
+from app.timestamps import utc_now
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,11 @@ class LoadedModel:
     address: str | None = None  # from where (None: the model the server started with)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 class AppState:
     """The current engine; the Model tab replaces it while no generation is running."""
 
     def __init__(self, engine: Engine, options: ServeOptions) -> None:
-        self._loaded = LoadedModel(engine, 0, _now())
+        self._loaded = LoadedModel(engine, 0, utc_now())
         self._swap_lock = threading.Lock()
         self.options = options
 
@@ -74,7 +70,7 @@ class AppState:
     def replace_engine(self, engine: Engine, username: str | None = None, address: str | None = None) -> LoadedModel:
         """Swap in a newly loaded engine (the old one is freed when unreferenced)."""
         with self._swap_lock:
-            self._loaded = LoadedModel(engine, self._loaded.version + 1, _now(), username, address)
+            self._loaded = LoadedModel(engine, self._loaded.version + 1, utc_now(), username, address)
             return self._loaded
 
     def may_load_models(self, username: str | None) -> bool:
