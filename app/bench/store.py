@@ -33,7 +33,7 @@ def answer_columns() -> list[str]:
 def ensure_metric_columns(db: sqlite_utils.Database) -> None:
     """Add the column of any registered metric the database does not have yet (older rows: NULL)."""
     existing = db.table("answers").columns_dict
-    with db.conn:
+    with db.atomic():
         for name in METRICS:
             if name not in existing:
                 db.table("answers").add_column(name, int)
@@ -48,7 +48,7 @@ class RunNotFound(UserError, LookupError):
 
 def create_run(db: sqlite_utils.Database, fields: dict[str, Any]) -> int:
     row = {**fields, "status": "running", "started_at": utc_now(), "pid": os.getpid(), "n_answered": 0}
-    with db.conn:
+    with db.atomic():
         return int(cast(int, db.table("runs").insert(row).last_pk))  # every insert sets it
 
 
@@ -72,8 +72,11 @@ def find_unfinished(db: sqlite_utils.Database, config_key: str) -> dict | None:
 
 
 def claim_run(db: sqlite_utils.Database, run_id: int) -> None:
-    with db.conn:
+    """Take over an unfinished run; its answer count is recounted from the answers stored."""
+    with db.atomic():
         db.table("runs").update(run_id, {"status": "running", "pid": os.getpid(), "ended_at": None})
+        db.execute("update runs set n_answered = (select count(*) from answers where run_id = ?) where id = ?",
+                   [run_id, run_id])
 
 
 def answered_keys(db: sqlite_utils.Database, run_id: int) -> set[tuple[str, str]]:
@@ -82,15 +85,18 @@ def answered_keys(db: sqlite_utils.Database, run_id: int) -> set[tuple[str, str]
 
 
 def add_answer(db: sqlite_utils.Database, row: dict[str, Any]) -> None:
-    """Write one answer in its own transaction (the UNIQUE index refuses a second copy)."""
+    """Write one answer and count it in one transaction (the UNIQUE index refuses a second copy).
+
+    ``db.atomic()``, not ``with db.conn``: sqlite-utils commits its own insert when no transaction
+    is open, which would leave a killed process's answer uncounted."""
     row = {**row, "created_at": utc_now()}
-    with db.conn:
+    with db.atomic():
         db.table("answers").insert(row)
         db.execute("update runs set n_answered = n_answered + 1 where id = ?", [row["run_id"]])
 
 
 def finish_run(db: sqlite_utils.Database, run_id: int, status: str, extra: dict[str, Any] | None = None) -> None:
-    with db.conn:
+    with db.atomic():
         db.table("runs").update(run_id, {"status": status, "ended_at": utc_now(), **(extra or {})})
 
 

@@ -49,3 +49,18 @@ def test_schema_wal_foreign_keys_and_no_duplicates(tmp_path: Path) -> None:
     assert store.find_unfinished(db, "k") is None
     indexes = {tuple(i.columns): i.unique for i in db.table("answers").indexes}
     assert indexes[("run_id", "problem_id", "language")]
+
+
+def test_an_answer_and_its_count_are_written_together(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "x.db")
+    run_id = store.create_run(db, {"config_key": "k", "n_items": 2})
+    db.execute("create trigger no_count before update of n_answered on runs begin select raise(abort, 'cut'); end")
+    with pytest.raises(sqlite3.IntegrityError, match="cut"):  # the process dies between the two writes
+        store.add_answer(db, {"run_id": run_id, "problem_id": "116A1", "language": "ja", "gestalt_paper": 1})
+    assert store.answered_keys(db, run_id) == set()  # the answer went with its count
+    db.execute("drop trigger no_count")
+    store.add_answer(db, {"run_id": run_id, "problem_id": "116A1", "language": "ja", "gestalt_paper": 1})
+    db.execute("update runs set n_answered = 7 where id = ?", [run_id])  # a count that drifted (0.1.0)
+    db.conn.commit()
+    store.claim_run(db, run_id)
+    assert store.get_run(db, run_id)["n_answered"] == 1
