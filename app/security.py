@@ -18,6 +18,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -321,4 +322,14 @@ class LoginGuard:
         for key in self.throttle.fail(*keys):
             log.warning("locked out for %.0f minutes after %d failed logins: %s",
                         self.throttle.lockout_s / 60, self.throttle.max_failures, key)
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (localhost, 127.0.0.0/8, ::1): no login needed there."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
         return False

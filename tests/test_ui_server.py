@@ -13,9 +13,9 @@ from gradio_client import Client
 from app.demo_model import DEMO_SHA256
 from app.paths import models_dir
 from app.qa import Answer
-from app.security import AUTH_ENV, Users, load_users
+from app.security import AUTH_ENV, Users, is_loopback, load_users
 from app.ui.i18n import t
-from app.ui.server import checked_options, is_loopback
+from app.ui.server import checked_options
 from app.ui.state import ServeOptions
 from tests.conftest import Server
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from app.engines.base import Engine
 from app.paths import cache_dir
-from app.security import AUTH_ENV, FAILURE_DELAY_S, AuthError, LoginGuard, load_users
+from app.security import AUTH_ENV, FAILURE_DELAY_S, AuthError, LoginGuard, is_loopback, load_users
 from app.ui.state import AppState, ServeOptions
 
 if TYPE_CHECKING:
@@ -53,15 +53,6 @@ def apply_offline_environment() -> None:
     """Turn off Gradio analytics and every hub call before Gradio is imported."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def is_unspecified(host: str) -> bool:

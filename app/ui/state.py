@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.db import default_db_path
 from app.engines.base import Engine
-from app.security import Users
+from app.security import Users, is_loopback
 from app.timestamps import utc_now
 
 
@@ -80,8 +80,6 @@ class AppState:
         whose local user is the administrator. Anyone else (on a LAN, nobody without admins in the
         users file) restarts ``jmedllm serve --model NAME`` at the console instead.
         """
-        from app.ui.server import is_loopback  # app.ui.server imports this module
-
         if username is not None and username in self.options.admins:
             return True
         return not self.options.login_required and is_loopback(self.options.host)
