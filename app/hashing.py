@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 from collections.abc import Callable
@@ -72,7 +71,6 @@ def cached_sha256(path: Path, on_progress: HashProgress | None = None) -> str:
             return cache[key]
         digest = sha256_file(path, on_progress)
         cache[key] = digest
-        with atomic_writer(cache_path) as handle:
+        with atomic_writer(cache_path, private=True) as handle:
             handle.write(json.dumps(dict(list(cache.items())[-_MAX_ENTRIES:]), indent=1).encode())
-        os.chmod(cache_path, 0o600)  # atomic_writer leaves the umask's mode; this file is the user's alone
         return digest

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,19 +31,9 @@ def _resolve(users_file: Path | None) -> Path:
     return users_file or default_users_file()
 
 
-@contextlib.contextmanager
-def owner_only() -> Iterator[None]:
-    """Inside the block, new files are created 0600 and new folders 0700 (umask 077)."""
-    previous = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
 def write_users(path: Path, users: Users) -> None:
-    """Write ``users`` atomically to ``path`` (0600 under the ``user`` group's umask)."""
-    with atomic_writer(path) as handle:
+    """Write ``users`` atomically to ``path``, 0600 (its folder, if new, 0700)."""
+    with atomic_writer(path, private=True) as handle:
         handle.write(users.text().encode("utf-8"))
 
 
@@ -61,10 +49,8 @@ def read_password(from_stdin: bool) -> str:
 
 
 @click.group()
-@click.pass_context
-def user(ctx: click.Context) -> None:
+def user() -> None:
     """Manage the logins of `jmedllm serve` (scrypt password hashes in a private users file)."""
-    ctx.with_resource(owner_only())
 
 
 @user.command("add")

@@ -45,6 +45,19 @@ def test_atomic_path_gives_umask_normal_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
 
 
+def test_a_private_file_is_0600_in_a_new_0700_folder_whatever_the_umask(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "users.txt"
+    old = os.umask(0o022)
+    try:
+        with atomic_writer(target, private=True) as handle:
+            assert stat.S_IMODE(os.stat(handle.fileno()).st_mode) == 0o600  # private while it is written
+            handle.write(b"secret")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+
+
 def test_write_json_atomic_round_trips_japanese(tmp_path: Path) -> None:
     data = {"質問": "高血圧の第一選択薬は？", "scores": [1, 2.5], "passed": True}
     path = tmp_path / "report.json"
