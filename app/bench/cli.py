@@ -67,9 +67,8 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
     from tqdm import tqdm
 
     from app.bench.data import load_dataset
-    from app.bench.prompting import build_prompt
     from app.bench.report import format_summary, summarize
-    from app.bench.runner import RunConfig, plan, run_benchmark
+    from app.bench.runner import RunConfig, checked_plan, run_benchmark
     from app.bench.sets import SetSpec, parse_year
     from app.bench.store import answers, get_run
     from app.db import check_writable, database_errors
@@ -83,9 +82,7 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
         click.echo(f"Creating a new database at {database}.", err=True)
     check_writable(database)
     dataset = load_dataset(data_dir)
-    items = plan(dataset, config)
-    if items:
-        build_prompt(items[0][0], items[0][1], config.template, config.shots)
+    checked_plan(dataset, config)
     engine = load_engine(model, gpu_layers, n_ctx, threads)
     cancel = threading.Event()
 

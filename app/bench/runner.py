@@ -112,6 +112,14 @@ def plan(dataset: Dataset, config: RunConfig) -> list[tuple[Question, str]]:
     return [(q, lang) for q in ordered for lang in config.languages if q.problem_id in per_lang[lang]]
 
 
+def checked_plan(dataset: Dataset, config: RunConfig) -> list[tuple[Question, str]]:
+    """:func:`plan`, after checking the template and shots on its first item, so a bad setting fails
+    before anything is stored (or, from the CLI, before the model loads)."""
+    items = plan(dataset, config)
+    build_prompt(items[0][0], items[0][1], config.template, config.shots)
+    return items
+
+
 def question_fields(question: Question, language: str) -> dict:
     """The answers-table columns that describe the question asked."""
     return {"problem_id": question.problem_id, "language": language, "exam": question.exam,
@@ -189,8 +197,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
         raise NotSupported(f"The {engine.backend} engine cannot run the {mode.name} mode "
                            f"(it needs {mode.requires}).")
     dataset = dataset or load_dataset(config.data_dir)
-    items = plan(dataset, config)
-    build_prompt(items[0][0], items[0][1], config.template, config.shots)  # bad template/shots: fail before storing
+    items = checked_plan(dataset, config)
     identity = config.identity(engine.card.sha256, dataset.fingerprint)
     key = config_key(identity)
     db = open_db(db_path)
