@@ -123,7 +123,6 @@ def ask(engine: Engine, question: Query, cancel: threading.Event | None = None) 
         {"role": "system", "content": system_prompt(language)},
         {"role": "user", "content": question.text.strip()},
     ]
-    prompt, stops = engine.render_chat(messages, cancel)
-    sampling = Sampling(max_tokens=question.max_tokens, repeat_penalty=CHAT_REPEAT_PENALTY, stop=stops)
-    generation = engine.stream(prompt, sampling, cancel)
-    return Answer(generation, language, (), None, prompt)
+    sampling = Sampling(max_tokens=question.max_tokens, repeat_penalty=CHAT_REPEAT_PENALTY)
+    generation = engine.stream_chat(messages, sampling, cancel)
+    return Answer(generation, language, (), None, generation.prompt)

@@ -1,6 +1,6 @@
 """A scripted engine for fast tests of the logic above the engine (qa, the runner, the tab's tables).
 
-It implements the real :class:`app.engines.base.Engine` interface (lock, busy, streaming,
+It implements the real :class:`app.engines.base.Engine` interface (slots, busy, streaming,
 cancel, prompt-length checks all come from the base class); only the text comes from a script:
 ``reply(prompt) -> str``. One character is one token. Log-likelihood is available when a
 ``scores(prompt, options) -> list[float]`` script is given. The real-engine tests stay beside
@@ -29,12 +29,13 @@ SCRIPTED_CARD = ModelCard(
 class ScriptedEngine(Engine):
     """An engine whose answers come from ``reply``; ``pause_s`` slows each token (for cancel tests)."""
 
+    kind = "local"  # stands in for the in-process engine
     backend = "scripted"
     backend_version = "test"
 
     def __init__(self, reply: Reply, scores: Scores | None = None, n_ctx: int = 4096, pause_s: float = 0.0,
-                 card: ModelCard = SCRIPTED_CARD) -> None:
-        super().__init__()
+                 card: ModelCard = SCRIPTED_CARD, slots: int = 1) -> None:
+        super().__init__(slots)
         self.card = card
         self._reply = reply
         self._scores = scores
@@ -60,10 +61,9 @@ class ScriptedEngine(Engine):
         text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
         return text + "<assistant>", ("<user>",)
 
-    def _generate(self, tokens: list[int], sampling: Sampling, cancel: threading.Event | None,
+    def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
                   stats: GenerationStats) -> Iterator[str]:
         start = time.perf_counter()
-        prompt = "".join(map(chr, tokens))
         self.prompts.append(prompt)
         text = self._reply(prompt)
         for stop in sampling.stop:
@@ -92,6 +92,6 @@ class ScriptedEngine(Engine):
             return super().option_logprobs(prompt, options)
         if len(prompt) >= self.n_ctx:
             raise PromptTooLong(len(prompt), self.n_ctx)
-        with self.exclusive(blocking=True):
+        with self.slot(blocking=True):
             self.prompts.append(prompt)
             return OptionScores(self._scores(prompt, options), [len(o) for o in options], len(prompt), 0.0)

@@ -1,10 +1,11 @@
 """The engine interface: what the UI, the CLI and the benchmark may ask of a loaded model.
 
-An engine streams raw completions with cancel, renders chat prompts, counts tokens, describes its
-model (the card), and declares optional capabilities (such as choice log-likelihood) that not
-every engine has. One generation runs at a time: :meth:`Engine.stream` takes the engine's lock
-(a second caller gets :class:`EngineBusy`, or waits when asked to), and the returned
-:class:`Generation` releases it when its iteration ends or it is closed.
+An engine streams raw completions and chats with cancel, counts tokens, describes its model (the
+card), and declares optional capabilities (such as choice log-likelihood) that not every engine
+has. An engine has ``slots``: how many generations may run at once (one in process, N on a
+serving engine). :meth:`Engine.stream` takes a slot (a caller finding none free gets
+:class:`EngineBusy`, or waits when asked to), and the returned :class:`Generation` frees it when
+its iteration ends or it is closed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.errors import UserError
 from app.model_card import ModelCard
@@ -26,10 +27,14 @@ class EngineError(UserError, RuntimeError):
 
 
 class EngineBusy(EngineError):
-    """Another generation is running on this model."""
+    """Every slot of this model is generating."""
 
     def __init__(self) -> None:
         super().__init__("The model is answering another question. Wait for it to finish or press Stop.")
+
+
+class EngineUnavailable(EngineError):
+    """The engine's server cannot be reached or answered with an error; the message names it."""
 
 
 class PromptTooLong(EngineError):
@@ -104,11 +109,13 @@ class Generation:
     so an abandoned generation never leaves the model locked.
     """
 
-    def __init__(self, pieces: Iterator[str], stats: GenerationStats, release: Callable[[], None]):
+    def __init__(self, pieces: Iterator[str], stats: GenerationStats, release: Callable[[], None],
+                 prompt: str = "") -> None:
         self._pieces = pieces
         self._release = release
         self._closed = False
         self.stats = stats
+        self.prompt = prompt  # the prompt text as the model sees it ("" where a server templates the chat)
         self.text = ""
 
     def __iter__(self) -> Iterator[str]:
@@ -143,18 +150,38 @@ class Generation:
         return self.text
 
 
-class Exclusive:
-    """The engine lock as a context manager that raises :class:`EngineBusy` when not blocking."""
+class Slots:
+    """A counted set of generation slots; :meth:`take` gives a :class:`SlotHold` or raises :class:`EngineBusy`."""
 
-    def __init__(self, lock: threading.Lock, blocking: bool) -> None:
-        self._lock = lock
-        self._blocking = blocking
-        self._held = False
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError("an engine needs at least one slot")
+        self.count = count
+        self._free = threading.Semaphore(count)
+        self._lock = threading.Lock()
+        self.in_use = 0
 
-    def __enter__(self) -> Exclusive:
-        if not self._lock.acquire(blocking=self._blocking):
+    def take(self, blocking: bool) -> SlotHold:
+        if not self._free.acquire(blocking=blocking):
             raise EngineBusy()
+        with self._lock:
+            self.in_use += 1
+        return SlotHold(self)
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self.in_use -= 1
+        self._free.release()
+
+
+class SlotHold:
+    """One taken slot, as a context manager; :meth:`release` is idempotent."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
         self._held = True
+
+    def __enter__(self) -> SlotHold:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -163,20 +190,26 @@ class Exclusive:
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._lock.release()
+            self._slots._give_back()
 
 
 class Engine(ABC):
-    """One loaded model served one request at a time."""
+    """One model, answering up to ``slots`` requests at a time."""
 
     card: ModelCard
+    kind: str  # how it was chosen: "local", "llama-server" or "openai" (app.engines.factory.ENGINE_KINDS)
     backend: str  # "llama.cpp", ...
     backend_version: str  # "llama-cpp-python 0.3.36", ...
     capabilities: frozenset[str] = frozenset()
     gpu_layers: int = 0  # layers offloaded to a GPU (-1: all)
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, slots: int = 1) -> None:
+        self._slots = Slots(slots)
+
+    @property
+    def slots(self) -> int:
+        """How many generations may run at once."""
+        return self._slots.count
 
     @property
     @abstractmethod
@@ -190,50 +223,71 @@ class Engine(ABC):
 
     @property
     def busy(self) -> bool:
-        return self._lock.locked()
+        """Whether every slot is generating."""
+        return self._slots.in_use >= self._slots.count
 
     @abstractmethod
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         """The prompt's tokens, as the model will see them (with its BOS where it uses one)."""
 
-    @abstractmethod
     def render_chat(self, messages: Sequence[dict[str, str]],
                     cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
-        """Prompt text and stop strings for chat ``messages``.
+        """Prompt text and stop strings for chat ``messages`` (engines that template chats themselves).
 
         Stopped by ``cancel``, the prompt is empty: a generation started with the same (set)
         event then ends at once as cancelled.
         """
+        raise NotSupported(f"The {self.backend} engine does not render chat prompts itself.")
 
     @abstractmethod
-    def _generate(self, tokens: list[int], sampling: Sampling, cancel: threading.Event | None,
+    def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
                   stats: GenerationStats) -> Iterator[str]:
-        """Yield text pieces for ``tokens`` (the lock is held); fill ``stats`` as it goes."""
+        """Text pieces completing ``prompt`` (a slot is held); fill ``stats`` as it goes.
 
-    def exclusive(self, blocking: bool = False) -> Exclusive:
-        """Context manager holding the model's lock; raises :class:`EngineBusy` if taken."""
-        return Exclusive(self._lock, blocking)
+        Called before the :class:`Generation` exists: an engine that raises here (a server refusing
+        the request) refuses before generating, and the slot is freed.
+        """
+
+    def slot(self, blocking: bool = False) -> SlotHold:
+        """Take one generation slot (a context manager); raises :class:`EngineBusy` if none is free."""
+        return self._slots.take(blocking)
 
     def stream(self, prompt: str, sampling: Sampling = Sampling(), cancel: threading.Event | None = None,
                wait: bool = False) -> Generation:
         """Start a raw completion of ``prompt``; raises before generating if busy or too long."""
-        guard = self.exclusive(blocking=wait)
-        guard.__enter__()
+        hold = self.slot(blocking=wait)
         try:
-            tokens = self.tokenize(prompt)
-            if len(tokens) >= self.n_ctx:
-                raise PromptTooLong(len(tokens), self.n_ctx)
+            n_tokens = len(self.tokenize(prompt))
+            if n_tokens >= self.n_ctx:
+                raise PromptTooLong(n_tokens, self.n_ctx)
+            stats = GenerationStats(prompt_tokens=n_tokens)
+            pieces = self._generate(prompt, sampling, cancel, stats)
         except BaseException:
-            guard.release()
+            hold.release()
             raise
-        stats = GenerationStats(prompt_tokens=len(tokens))
-        return Generation(self._generate(tokens, sampling, cancel, stats), stats, guard.release)
+        return Generation(pieces, stats, hold.release, prompt)
+
+    def stream_chat(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(),
+                    cancel: threading.Event | None = None, wait: bool = False) -> Generation:
+        """Start answering chat ``messages`` with the model's chat template (its stop strings added)."""
+        prompt, stops = self.render_chat(messages, cancel)
+        return self.stream(prompt, replace(sampling, stop=(*sampling.stop, *stops)), cancel, wait)
 
     def complete(self, prompt: str, sampling: Sampling = Sampling(), wait: bool = True) -> Generation:
         """Run a raw completion to the end; the returned generation holds text and stats."""
         generation = self.stream(prompt, sampling, wait=wait)
         generation.result()
         return generation
+
+    def recover(self, timeout_s: float) -> bool:
+        """After :class:`EngineUnavailable`: wait up to ``timeout_s`` for a server engine to be back.
+
+        False where it is not back, or where the engine has no server to wait for.
+        """
+        return False
+
+    def close(self) -> None:  # noqa: B027 (engines without outside resources have nothing to free)
+        """Free what the engine holds beyond memory (connections, a server process)."""
 
     def option_logprobs(self, prompt: str, options: Sequence[str]) -> OptionScores:
         """Sum of log P(option tokens | prompt) for each option (engines with :data:`LOGLIK`)."""

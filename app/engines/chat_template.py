@@ -277,3 +277,24 @@ class ChatTemplate:
             "tool_choice": None,
             "strftime_now": Jinja2ChatFormatter.strftime_now,
         }
+
+
+PLAIN_CHAT_STOP = "\n### "
+
+
+def render_messages(template: ChatTemplate | None, messages: Sequence[Mapping[str, Any]],
+                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
+    """Prompt text and stop strings for ``messages``, through the GGUF's own chat template.
+
+    The template runs bounded: a failing or runaway template raises :class:`TemplateRenderError`; a
+    render stopped by ``cancel`` gives an empty prompt. A GGUF without a template gets a plain
+    "### System/User/Assistant" layout (the model card says so) instead of llama-cpp-python's
+    silent llama-2 fallback.
+    """
+    if template is None:
+        lines = [f"### {m['role'].capitalize()}:\n{m['content']}\n" for m in messages]
+        return "".join(lines) + "### Assistant:\n", (PLAIN_CHAT_STOP,)
+    try:
+        return template.render(messages, cancel), template.stops
+    except RenderCancelled:
+        return "", template.stops

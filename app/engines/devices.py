@@ -43,3 +43,13 @@ def gpu_devices() -> tuple[str, ...]:
         if kind in _GPU_TYPES:
             devices.append((lib.ggml_backend_dev_description(device) or b"").decode() or _GPU_TYPES[kind])
     return tuple(devices)
+
+
+def describe_device(gpu_layers: int, n_threads: int) -> str:
+    """Where a model's layers run, in words, for the model card."""
+    gpus = gpu_devices()
+    if gpu_layers == 0 or not gpus:
+        return f"CPU ({n_threads} threads)"
+    if gpu_layers < 0:
+        return f"GPU: {gpus[0]} (all layers)"
+    return f"GPU: {gpus[0]} ({gpu_layers} layers) + CPU"

@@ -2,7 +2,7 @@
 
 ``llama_cpp.Llama`` has no lock of its own and wrong defaults for this app (512-token context,
 random seed, verbose logging, half the cores). :class:`LocalEngine` sets them, serialises access
-through the engine lock (a second caller gets :class:`EngineBusy`, not a corrupted KV cache),
+through the engine's one slot (a second caller gets :class:`EngineBusy`, not a corrupted KV cache),
 renders chat prompts with the GGUF's own template (bounded in time and size, see
 :mod:`app.engines.chat_template`), measures every generation, and scores options
 by log-likelihood.
@@ -16,7 +16,6 @@ the KV cache is rewound to the end of the prompt before the next option.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -37,9 +36,9 @@ from app.engines.base import (
     PromptTooLong,
     Sampling,
 )
-from app.engines.chat_template import ChatTemplate, RenderCancelled
-from app.engines.devices import gpu_devices
-from app.engines.options import DEFAULT_CONTEXT, GpuLayers
+from app.engines.chat_template import ChatTemplate, render_messages
+from app.engines.devices import describe_device, gpu_devices
+from app.engines.options import DEFAULT_CONTEXT, GpuLayers, default_threads
 from app.hashing import HashProgress
 from app.model_card import read_model_card
 from app.numeric import log_softmax
@@ -47,16 +46,7 @@ from app.numeric import log_softmax
 if TYPE_CHECKING:
     from llama_cpp.llama_types import CreateCompletionStreamResponse
 
-PLAIN_CHAT_STOP = "\n### "
 BACKEND_VERSION = f"llama-cpp-python {llama_cpp.__version__}"
-
-
-def default_threads() -> int:
-    """All cores this process may use (llama-cpp-python's own default is half of them)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -87,6 +77,7 @@ class EngineOptions(TypedDict, total=False):
 class LocalEngine(Engine):
     """One GGUF loaded in this process by llama.cpp."""
 
+    kind = "local"
     backend = "llama.cpp"
     backend_version = BACKEND_VERSION
     capabilities = frozenset({LOGLIK})
@@ -130,17 +121,11 @@ class LocalEngine(Engine):
 
     @property
     def device(self) -> str:
-        """Where the layers run, in words, for the model card."""
-        gpus = gpu_devices()
-        if self.gpu_layers == 0 or not gpus:
-            return f"CPU ({self.n_threads} threads)"
-        if self.gpu_layers < 0:
-            return f"GPU: {gpus[0]} (all layers)"
-        return f"GPU: {gpus[0]} ({self.gpu_layers} layers) + CPU"
+        return describe_device(self.gpu_layers, self.n_threads)
 
     @property
     def llama(self) -> llama_cpp.Llama:
-        """The underlying ``llama_cpp.Llama``; hold :meth:`exclusive` while using it."""
+        """The underlying ``llama_cpp.Llama``; hold :meth:`slot` while using it."""
         return self._llm
 
     def _token_text(self, token: int) -> str:
@@ -153,25 +138,13 @@ class LocalEngine(Engine):
 
     def render_chat(self, messages: Sequence[dict[str, str]],
                     cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
-        """Prompt text and stop strings for ``messages``, through the GGUF's own chat template.
+        return render_messages(self.chat_template, messages, cancel)
 
-        The template runs bounded (:mod:`app.engines.chat_template`): a failing or runaway template
-        raises :class:`~app.engines.chat_template.TemplateRenderError`; a render stopped by
-        ``cancel`` gives an empty prompt. A GGUF without a template gets a plain
-        "### System/User/Assistant" layout (the model card says so) instead of llama-cpp-python's
-        silent llama-2 fallback.
-        """
-        if self.chat_template is not None:
-            try:
-                return self.chat_template.render(messages, cancel), self.chat_template.stops
-            except RenderCancelled:
-                return "", self.chat_template.stops
-        lines = [f"### {m['role'].capitalize()}:\n{m['content']}\n" for m in messages]
-        return "".join(lines) + "### Assistant:\n", (PLAIN_CHAT_STOP,)
-
-    def _generate(self, tokens: list[int], sampling: Sampling, cancel: threading.Event | None,
+    def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
                   stats: GenerationStats) -> Iterator[str]:
         start = time.perf_counter()
+        tokens = self.tokenize(prompt)
+        limit = min(sampling.max_tokens, self.n_ctx - len(tokens))
         sampled = 0
         if cancel is not None and cancel.is_set():  # stopped before it began (e.g. while rendering the prompt)
             stats.finish_reason = "cancelled"
@@ -189,7 +162,7 @@ class LocalEngine(Engine):
             # stream=True yields chunks; llama-cpp-python annotates the union of both return kinds
             chunks = cast("Iterator[CreateCompletionStreamResponse]", self._llm.create_completion(
                 prompt=tokens,
-                max_tokens=min(sampling.max_tokens, self.n_ctx - len(tokens)),
+                max_tokens=limit,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 top_k=sampling.top_k,
@@ -215,7 +188,7 @@ class LocalEngine(Engine):
             stats.finish_reason = "cancelled"
             raise
         finally:
-            stats.completion_tokens = sampled
+            stats.completion_tokens = min(sampled, limit)  # at the limit llama.cpp samples one more, unused
             stats.seconds = time.perf_counter() - start
 
     def option_logprobs(self, prompt: str, options: Sequence[str]) -> OptionScores:
@@ -230,7 +203,7 @@ class LocalEngine(Engine):
             raise PromptTooLong(len(prompt_tokens) + longest, self.n_ctx)
         n_prompt = len(prompt_tokens)
         results: list[float] = []
-        with self.exclusive(blocking=True):
+        with self.slot(blocking=True):
             try:
                 llm.reset()
                 llm._ctx.kv_cache_clear()

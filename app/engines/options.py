@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from app.errors import UserError
@@ -24,3 +25,11 @@ def parse_gpu_layers(value: str | None) -> GpuLayers:
         return int(text)
     except ValueError:
         raise InvalidOption(f"GPU layers must be {GPU_LAYERS_HELP}, not {value!r}.") from None
+
+
+def default_threads() -> int:
+    """All cores this process may use (llama-cpp-python's own default is half of them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
