@@ -1,4 +1,4 @@
-"""Logins: the users file (scrypt password hashes), its one parsing rule, and the login throttle.
+"""Logins: the users file (scrypt password hashes), its one parsing rule, the login throttle, and API keys.
 
 The users file (``--auth-file``; else ``$JMEDLLM_AUTH``; else ``<data folder>/users.txt`` if it
 exists) and ``$JMEDLLM_AUTH`` hold the same lines, one account each, newline-separated::
@@ -10,6 +10,11 @@ exists) and ``$JMEDLLM_AUTH`` hold the same lines, one account each, newline-sep
 ``NAME`` has no whitespace and no ``:``; passwords are never stored, only their scrypt hash
 (``hashlib.scrypt``, N=2**14, r=8, p=1, 16-byte salt, 32-byte key). ``jmedllm user add`` writes
 these lines. A users file that group or others may read or write is refused.
+
+The OpenAI-compatible API takes ``Authorization: Bearer KEY`` with keys from ``--api-key-file``
+(one a line, ``#`` comments, private like the users file), else ``$JMEDLLM_API_KEYS`` (separated
+by commas, spaces or newlines). Only the keys' sha256 digests are kept; a key's id, logged with
+each request, is the first 8 hex digits of its digest.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +52,12 @@ FAILURE_WINDOW_S = 15 * 60.0
 LOCKOUT_S = 15 * 60.0
 FAILURE_DELAY_S = 1.0
 _MAX_TRACKED_KEYS = 10_000
+
+API_KEYS_ENV = "JMEDLLM_API_KEYS"
+MIN_API_KEY_LENGTH = 24
+API_KEY_ID_CHARS = 8
+API_KEY_PATTERN = re.compile(r"[!-~]+")  # printable ASCII, no spaces
+NEW_KEY_COMMAND = "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +214,14 @@ class Users:
         return frozenset(account.name for account in self if account.admin)
 
 
-def check_private(path: Path) -> None:
-    """Refuse a users file that group or others may read or write."""
+def check_private(path: Path, what: str = "users file") -> None:
+    """Refuse a secrets file (``what``: "users file", "API keys file") that group or others may read or write."""
     if os.name == "nt":
         return
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise AuthError(
-            f"The users file {path} is readable or writable by other users (mode {mode:04o}); "
+            f"The {what} {path} is readable or writable by other users (mode {mode:04o}); "
             f"make it private: chmod 600 {path}"
         )
 
@@ -250,6 +261,71 @@ def load_users(users_file: Path | None) -> Users | None:
     if not users:
         raise AuthError(f"{source} holds no account; add one with `jmedllm user add NAME`")
     return users
+
+
+
+class ApiKeys:
+    """The keys the OpenAI-compatible API accepts, held as sha256 digests only (never the keys)."""
+
+    def __init__(self, digests: Iterable[bytes]) -> None:
+        self._digests = tuple(digests)
+
+    @classmethod
+    def parse(cls, keys: Iterable[tuple[str, str]]) -> ApiKeys:
+        """Keys from ``(where, key)`` pairs; ``where`` names the key's place in an error (never the key)."""
+        digests = []
+        for where, key in keys:
+            if len(key) < MIN_API_KEY_LENGTH or not API_KEY_PATTERN.fullmatch(key):
+                raise AuthError(f"{where}: an API key must be at least {MIN_API_KEY_LENGTH} printable ASCII "
+                                f"characters without spaces; make one with {NEW_KEY_COMMAND}")
+            digests.append(_key_digest(key))
+        return cls(digests)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def verify(self, presented: str) -> str | None:
+        """The key id of ``presented`` if it is one of the keys, else None (every key compared, in constant time)."""
+        digest = _key_digest(presented)
+        matched = False
+        for known in self._digests:
+            matched |= hmac.compare_digest(known, digest)
+        return digest.hex()[:API_KEY_ID_CHARS] if matched else None
+
+
+def _key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "replace")).digest()
+
+
+def new_api_key() -> str:
+    """A fresh random API key (43 URL-safe characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def load_api_keys(path: Path | None) -> ApiKeys | None:
+    """Keys from ``path`` (one a line, ``#`` comments), else ``$JMEDLLM_API_KEYS`` (separated by commas,
+    spaces or newlines), else None: no keys configured."""
+    env = os.environ.get(API_KEYS_ENV)
+    if path is not None:
+        path = Path(path)
+        try:
+            check_private(path, "API keys file")
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuthError(f"Cannot read the API keys file {path}: {exc}") from exc
+        source = str(path)
+        lines = ((number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1))
+        keys = ApiKeys.parse((f"{source}, line {number}", line) for number, line in lines
+                             if line and not line.startswith("#"))
+    elif env:
+        source = f"${API_KEYS_ENV}"
+        keys = ApiKeys.parse((f"{source}, key {number}", key)
+                             for number, key in enumerate(re.split(r"[\s,]+", env.strip()), start=1) if key)
+    else:
+        return None
+    if not keys:
+        raise AuthError(f"{source} holds no API key; add one, e.g. from {NEW_KEY_COMMAND}")
+    return keys
 
 
 class Throttle:

@@ -7,20 +7,27 @@ tests that need the shared IgakuQA data (``igakuqa_dir``) are marked ``data``. T
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from app.demo_model import ensure_demo_model
 from app.engines.local import LocalEngine
+
+if TYPE_CHECKING:
+    from app.engines.llama_server import LlamaServerEngine
+    from app.ui.state import AppState
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = Path(sys.executable).parent / "jmedllm"
@@ -63,6 +70,27 @@ def demo_engine(demo_model_path: Path) -> LocalEngine:
 
 
 @pytest.fixture(scope="session")
+def llama_server_binary() -> Path:
+    """llama-server built from the pinned llama-cpp-python sdist (minutes the first time, then cached)."""
+    from app.engines.server_build import ensure_llama_server
+
+    return ensure_llama_server(on_progress=print)
+
+
+@pytest.fixture(scope="session")
+def served_engine(llama_server_binary: Path, demo_model_path: Path) -> Iterator[LlamaServerEngine]:
+    """The demo model behind llama-server with four slots of 1,024 tokens, for the whole session."""
+    from app.engines.llama_server import LlamaServerEngine
+    from app.engines.server_process import LlamaServerProcess, ServerSettings
+
+    process = LlamaServerProcess(llama_server_binary, ServerSettings(demo_model_path, parallel=4, n_ctx=1024))
+    process.start()
+    engine = LlamaServerEngine(process, demo_model_path)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
 def app_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder of the tests' own, so no test touches the user's databases."""
     path = tmp_path_factory.mktemp("jmedllm-data")
@@ -81,6 +109,31 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], *expected: str)
     assert "Traceback" not in result.stderr, result.stderr
     for text in expected:
         assert text in result.stderr, result.stderr
+
+
+@contextlib.contextmanager
+def app_in_thread(state: AppState) -> Iterator[tuple[str, Any]]:
+    """`build_server` (UI + API) under uvicorn in a thread, behind the request guard as `serve` has it;
+    yields the base URL and Gradio's app."""
+    import uvicorn
+
+    from app.ui.server import RequestGuard, allowed_host_names, build_server
+
+    app, gradio_app = build_server(state, "en", None)
+    guarded = RequestGuard(app, allowed_host_names(state.options), frozenset(), None)
+    server = uvicorn.Server(uvicorn.Config(guarded, host=state.options.host, port=state.options.port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{state.options.port}", gradio_app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def free_port() -> int:

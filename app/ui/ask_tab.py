@@ -54,7 +54,8 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                 shots = labeler.add(gr.Radio(choices=["0", "1", "3"], value="0", label=t("shots", lang)), "shots")
             with gr.Row():
                 max_tokens = labeler.add(
-                    gr.Slider(16, 2048, value=512, step=16, label=t("max_tokens", lang)), "max_tokens"
+                    gr.Slider(16, 2048, value=512, step=16, label=t("max_tokens", lang), elem_id="max-tokens"),
+                    "max_tokens",
                 )
                 keep_history = labeler.add(
                     gr.Checkbox(value=state.options.history, label=t("history", lang)), "history"
@@ -91,8 +92,11 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
             return
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
-        for _ in answer.generation:
-            yield answer.generation.text, "", model_card_markdown(engine, answer.generation.stats)
+        try:
+            for _ in answer.generation:
+                yield answer.generation.text, "", model_card_markdown(engine, answer.generation.stats)
+        except UserError as exc:  # a server engine that died mid-answer: the text so far stays on screen
+            raise gr.Error(str(exc)) from exc
         stats = answer.generation.stats
         text_out = answer.generation.text
         if stats.finish_reason == "cancelled":
@@ -109,7 +113,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         inputs=[question, choices, language, template, shots, max_tokens, keep_history, ui_lang],
         outputs=[answer_box, chosen, card],
         api_name="ask",
-        concurrency_limit=1,
+        concurrency_limit="default",  # the queue's: as many at once as the engine has slots
     )
 
     def stop(request: gr.Request) -> None:

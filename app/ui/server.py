@@ -1,8 +1,9 @@
 """Starting the UI server: offline settings, loopback by default, logins, host checks, private uploads.
 
-Gradio is mounted on a FastAPI app served by uvicorn, wrapped in :class:`RequestGuard`, which
-refuses requests for other host names (DNS rebinding) or from other origins (cross-site requests),
-expires login sessions, and tells the login check the client's address.
+Gradio is mounted on a FastAPI app (beside the OpenAI-compatible API at ``/v1``, :mod:`app.api`)
+served by uvicorn, wrapped in :class:`RequestGuard`, which refuses requests for other host names
+(DNS rebinding) or from other origins (cross-site requests), expires login sessions, and tells the
+login check the client's address.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from urllib.parse import urlsplit
 
 from app.engines.base import Engine
 from app.paths import cache_dir
-from app.security import AUTH_ENV, FAILURE_DELAY_S, AuthError, LoginGuard, is_loopback, load_users
+from app.security import (
+    API_KEYS_ENV,
+    AUTH_ENV,
+    FAILURE_DELAY_S,
+    NEW_KEY_COMMAND,
+    AuthError,
+    LoginGuard,
+    is_loopback,
+    load_api_keys,
+    load_users,
+)
 from app.ui.state import AppState, ServeOptions
 
 if TYPE_CHECKING:
@@ -215,16 +226,23 @@ def sigterm_exits() -> Iterator[None]:
 
 
 def checked_options(options: ServeOptions) -> ServeOptions:
-    """``options`` with their users loaded, checked before anything slow starts: binding beyond
-    loopback requires a login, binding every address requires --allowed-host."""
+    """``options`` with their users and API keys loaded, checked before anything slow starts: binding
+    beyond loopback requires a login and API keys, binding every address requires --allowed-host."""
     users = load_users(options.auth_file)
+    api_keys = load_api_keys(options.api_key_file)
     if not is_loopback(options.host) and users is None:
         raise AuthError(
             f"Refusing to serve on {options.host} without a login: patient questions would be open to "
             f"the network. Create users with `jmedllm user add NAME` and pass --auth-file FILE, or set ${AUTH_ENV}."
         )
+    if not is_loopback(options.host) and api_keys is None:
+        raise AuthError(
+            f"Refusing to serve on {options.host} without API keys: the API at /v1 needs them beyond loopback. "
+            f"Pass --api-key-file FILE (one key per line, e.g. from {NEW_KEY_COMMAND}; chmod 600 FILE) "
+            f"or set ${API_KEYS_ENV}."
+        )
     allowed_host_names(options)
-    return replace(options, users=users, admins=users.admins if users else frozenset())
+    return replace(options, users=users, admins=users.admins if users else frozenset(), api_keys=api_keys)
 
 
 def serve(engine: Engine, options: ServeOptions, lang: str = "ja") -> None:
@@ -245,19 +263,22 @@ def serve(engine: Engine, options: ServeOptions, lang: str = "ja") -> None:
 
 
 def build_server(state: AppState, lang: str, guard: LoginGuard | None) -> tuple[Any, Any]:
-    """The FastAPI app with the Gradio UI mounted at ``/``, and Gradio's own app (which holds the login tokens)."""
+    """The FastAPI app with the OpenAI-compatible API at ``/v1`` and the Gradio UI mounted at ``/``, and
+    Gradio's own app (which holds the login tokens)."""
     import gradio as gr
     from fastapi import FastAPI
     from starlette.middleware.cors import CORSMiddleware
     from starlette.routing import Mount
 
+    from app.api.routes import api_router
     from app.ui.blocks import THEME, build_app
 
     demo = build_app(state, lang)
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(default_concurrency_limit=state.engine.slots)  # one event per generation slot
     root = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     # The UI is same-origin: no cross-origin access at all (this also turns off Gradio's origin echo).
     root.add_middleware(CORSMiddleware, allow_origins=[])
+    root.include_router(api_router(state))  # before the mount at "/", which would otherwise take /v1 too
     gr.mount_gradio_app(
         root, demo, path="/", server_name=state.options.host, server_port=state.options.port,
         auth=authenticate_with(guard) if guard else None, max_file_size=MAX_UPLOAD_BYTES,

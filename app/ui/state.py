@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.db import default_db_path
 from app.engines.base import Engine
-from app.security import Users, is_loopback
+from app.security import ApiKeys, Users, is_loopback
 from app.timestamps import utc_now
 
 
@@ -28,6 +28,8 @@ class ServeOptions:
     session_hours: float = 12.0
     users: Users | None = None
     admins: frozenset[str] = frozenset()
+    api_key_file: Path | None = None
+    api_keys: ApiKeys | None = None
 
     @property
     def database(self) -> Path:
@@ -37,6 +39,11 @@ class ServeOptions:
     def login_required(self) -> bool:
         """Whether users log in (a users file or ``$JMEDLLM_AUTH`` is in use)."""
         return self.users is not None
+
+    @property
+    def api_key_required(self) -> bool:
+        """Whether the API needs ``Authorization: Bearer KEY``: keys are configured, or users log in."""
+        return self.api_keys is not None or self.login_required
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,11 @@ class AppState:
 
         An administrator of the users file may; without logins, only on a loopback-bound server,
         whose local user is the administrator. Anyone else (on a LAN, nobody without admins in the
-        users file) restarts ``jmedllm serve --model NAME`` at the console instead.
+        users file) restarts ``jmedllm serve --model NAME`` at the console instead, as everyone does
+        on a served engine (llama-server, openai), whose model the server process holds.
         """
+        if self.engine.kind != "local":
+            return False
         if username is not None and username in self.options.admins:
             return True
         return not self.options.login_required and is_loopback(self.options.host)
