@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import signal
@@ -9,16 +10,17 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from app import __version__
-from app.engines.options import DEFAULT_CONTEXT, GPU_LAYERS_HELP, parse_gpu_layers
+from app.engines.options import DEFAULT_CONTEXT, GPU_LAYERS_HELP
 from app.errors import UserError
 
 if TYPE_CHECKING:
     from app.engines.base import Engine
+    from app.engines.factory import EngineSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,24 +50,57 @@ class LazyGroup(UserErrorGroup):
         return super().get_command(ctx, name)
 
 
-def model_options(func: F) -> F:
-    """The options every command that loads a model shares."""
-    func = click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")(func)
-    func = click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=DEFAULT_CONTEXT,
-                        show_default=True, help="Context size in tokens.")(func)
-    func = click.option("--gpu-layers", default="auto", show_default=True, help=GPU_LAYERS_HELP)(func)
-    func = click.option("--model", "model", default=None,
-                        help='GGUF path, a file in the models folder, or "demo" (default; or $JMEDLLM_MODEL).')(func)
-    return func
+ENGINE_SETTINGS = ("engine", "model", "gpu_layers", "n_ctx", "threads", "parallel", "engine_url",
+                   "engine_key_file", "engine_model", "allow_plain_http", "engine_timeout")
 
 
-def load_engine(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None) -> Engine:
-    """Resolve and load a model (the ``local`` engine)."""
-    from app.engines.local import LocalEngine
-    from app.models import resolve_model
+def engine_options(func: F) -> F:
+    """The options every command that answers questions shares; the command gets ``engine_spec``."""
 
-    path = resolve_model(model)
-    return LocalEngine.load(path, n_gpu_layers=parse_gpu_layers(gpu_layers), n_ctx=n_ctx, n_threads=threads)
+    @functools.wraps(func)
+    def with_spec(*args: Any, **kwargs: Any) -> Any:
+        from app.engines.factory import EngineSpec, checked_spec
+
+        given = {name: kwargs.pop(name) for name in ENGINE_SETTINGS}
+        spec = EngineSpec(kind=given["engine"], model=given["model"], gpu_layers=given["gpu_layers"],
+                          n_ctx=given["n_ctx"], threads=given["threads"], parallel=given["parallel"],
+                          url=given["engine_url"], key_file=given["engine_key_file"],
+                          served_model=given["engine_model"], allow_plain_http=given["allow_plain_http"],
+                          timeout_s=given["engine_timeout"])
+        return func(*args, engine_spec=checked_spec(spec), **kwargs)
+
+    options = [
+        click.option("--engine", type=click.Choice(["local", "llama-server", "openai"]), default="local",
+                     show_default=True, help="local: this process, one answer at a time; llama-server: "
+                     "llama.cpp's own server (built once from the pinned source), --parallel answers at once; "
+                     "openai: an OpenAI-compatible endpoint (vLLM, llama-server, Ollama) at --engine-url."),
+        click.option("--model", "model", default=None,
+                     help='GGUF path, a file in the models folder, or "demo" (default; or $JMEDLLM_MODEL).'),
+        click.option("--gpu-layers", default="auto", show_default=True, help=GPU_LAYERS_HELP),
+        click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=DEFAULT_CONTEXT,
+                     show_default=True, help="Context size in tokens (per answer on llama-server)."),
+        click.option("--threads", type=int, default=None, help="CPU threads (default: all cores)."),
+        click.option("--parallel", type=click.IntRange(1, 64), default=None,
+                     help="Answers at once on llama-server or openai (default 4; the local engine: 1)."),
+        click.option("--engine-url", default=None, help="openai: the endpoint's base URL, e.g. https://gpu:8000/v1."),
+        click.option("--engine-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="openai: a file (mode 600) holding the endpoint's API key."),
+        click.option("--engine-model", default=None, help="openai: the served model id (default: the first listed)."),
+        click.option("--allow-plain-http", is_flag=True,
+                     help="openai: allow http:// to another machine (patient text unencrypted on the network)."),
+        click.option("--engine-timeout", type=click.FloatRange(1, 3600), default=300.0, show_default=True,
+                     help="openai: seconds to wait for the endpoint's next piece of an answer."),
+    ]
+    for option in reversed(options):
+        with_spec = option(with_spec)
+    return cast(F, with_spec)
+
+
+def load_engine(spec: EngineSpec) -> Engine:
+    """Open the engine ``spec`` names, telling the user what a first llama-server build is doing."""
+    from app.engines.factory import open_engine
+
+    return open_engine(spec, on_build_progress=lambda line: click.echo(line, err=True))
 
 
 @click.group(cls=LazyGroup)
@@ -82,9 +117,9 @@ def main() -> None:
 @click.option("--template", default=None, help="Paper template for multiple-choice questions.")
 @click.option("--shots", type=click.Choice(["0", "1", "3"]), default="0", show_default=True)
 @click.option("--max-tokens", type=click.IntRange(1, 8192), default=512, show_default=True)
-@model_options
+@engine_options
 def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None, shots: str,
-        max_tokens: int, model: str | None, gpu_layers: str, n_ctx: int, threads: int | None) -> None:
+        max_tokens: int, engine_spec: EngineSpec) -> None:
     """Ask QUESTION and stream the answer (a multiple-choice question when --choices are given)."""
     from app.gguf_metadata import printable
     from app.qa import Query, parse_choices, validate
@@ -93,19 +128,23 @@ def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None
     item = Query(text=question, choices=parse_choices("\n".join(choices)), language=lang,
                  template=template, shots=int(shots), max_tokens=max_tokens)
     validate(item)  # a bad question fails now, not after the model has loaded
-    engine = load_engine(model, gpu_layers, n_ctx, threads)
+    engine = load_engine(engine_spec)
     cancel = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    answer = ask_model(engine, item, cancel)
-    for piece in answer.generation:
-        click.echo(piece, nl=False)
-    click.echo()
+    try:
+        answer = ask_model(engine, item, cancel)
+        for piece in answer.generation:
+            click.echo(piece, nl=False)
+        click.echo()
+    finally:
+        engine.close()
     stats = answer.generation.stats
     if answer.choices:
         click.echo(f"\nChosen option: {answer.chosen_text() or 'none of the options (abstained)'}")
     card = engine.card
+    source = f"{printable(card.endpoint)} · " if card.endpoint else ""
     click.echo(
-        f"\n[{printable(card.file_name)} · sha256 {card.short_hash} · {printable(card.quantization)} · "
+        f"\n[{source}{printable(card.file_name)} · sha256 {card.short_hash} · {printable(card.quantization)} · "
         f"{engine.device} · "
         f"{stats.completion_tokens} tokens, {stats.tokens_per_second:.1f} tok/s · {stats.finish_reason}]",
         err=True,
@@ -139,7 +178,7 @@ def model_info(path: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@model_options
+@engine_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Anything but localhost needs --auth-file or $JMEDLLM_AUTH.")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
@@ -150,14 +189,16 @@ def model_info(path: str | None, as_json: bool) -> None:
               help="A host name clients use (LAN name, reverse proxy); repeatable. Other Host headers get 400.")
 @click.option("--session-hours", type=click.FloatRange(min=0, min_open=True), default=12.0, show_default=True,
               help="A login session lasts this long.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keys for the OpenAI-compatible API at /v1 (one per line, mode 600; or $JMEDLLM_API_KEYS). "
+                   "Required with a login (any non-loopback host).")
 @click.option("--history/--no-history", default=False, show_default=True,
               help="Keep asked questions in the local SQLite database.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="SQLite database (default: in the user data folder).")
-def serve(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, host: str, port: int,
-          auth_file: Path | None, allowed_hosts: tuple[str, ...], session_hours: float, history: bool,
-          db: Path | None) -> None:
-    """Start the web UI on HOST:PORT with the given model loaded.
+def serve(engine_spec: EngineSpec, host: str, port: int, auth_file: Path | None, allowed_hosts: tuple[str, ...],
+          session_hours: float, api_key_file: Path | None, history: bool, db: Path | None) -> None:
+    """Start the web UI and the OpenAI-compatible API (/v1) on HOST:PORT with the given model loaded.
 
     Beyond loopback a login is required: users from --auth-file (or $JMEDLLM_AUTH, the same lines);
     failed logins are throttled and locked out per user and per address, sessions expire.
@@ -169,13 +210,17 @@ def serve(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, h
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = checked_options(ServeOptions(
-        host=host, port=port, auth_file=auth_file, history=history, db_path=db, gpu_layers=gpu_layers,
-        n_ctx=n_ctx, threads=threads, allowed_hosts=allowed_hosts, session_hours=session_hours))
+        host=host, port=port, auth_file=auth_file, history=history, db_path=db, gpu_layers=engine_spec.gpu_layers,
+        n_ctx=engine_spec.n_ctx, threads=engine_spec.threads, allowed_hosts=allowed_hosts,
+        session_hours=session_hours, api_key_file=api_key_file))
     if db is not None and not db.exists():
         click.echo(f"No database at {db} yet: it will be created there when the first question or "
                    "benchmark run is stored.", err=True)
-    engine = load_engine(model, gpu_layers, n_ctx, threads)
-    serve_ui(engine, options)
+    engine = load_engine(engine_spec)
+    try:
+        serve_ui(engine, options)
+    finally:
+        engine.close()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class ModelCard:
     context_length: int
     parameters: int
     chat_template: str | None
+    endpoint: str | None = None  # the server's URL, for a model served elsewhere (the openai engine)
 
     @property
     def short_hash(self) -> str:

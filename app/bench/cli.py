@@ -14,9 +14,10 @@ import sqlite_utils
 
 from app.bench.metrics import PRIMARY, metric_choices
 from app.bench.modes import DEFAULT_MODE, MODES, mode_help
-from app.cli import UserErrorGroup, load_engine, model_options
+from app.cli import UserErrorGroup, engine_options, load_engine
 
 if TYPE_CHECKING:
+    from app.engines.factory import EngineSpec
     from app.prompts import Language
 
 DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -45,7 +46,7 @@ def bench() -> None:
 
 
 @bench.command("run")
-@model_options
+@engine_options
 @click.option("--lang", type=click.Choice(["ja", "en", "both"]), default="ja", show_default=True)
 @click.option("--set", "set_name", type=click.Choice(["paper", "paper-strict", "text-only", "full", "quick"]),
               default="paper", show_default=True, help="Question set.")
@@ -60,7 +61,7 @@ def bench() -> None:
 @DB_OPTION
 @DATA_OPTION
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None, lang: str, set_name: str,
+def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
             year: str | None, block: str | None, quick_size: int, mode: str, template: str | None, shots: str,
             limit: int | None, db_path: Path | None, data_dir: str | None, progress: bool) -> None:
     """Run (or resume) the benchmark; answers are stored one by one, Ctrl-C keeps it resumable."""
@@ -72,10 +73,14 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
     from app.bench.sets import SetSpec, parse_year
     from app.bench.store import answers, get_run
     from app.db import check_writable, database_errors
+    from app.engines.base import NotSupported
 
     spec = SetSpec(set_name, parse_year(year), block.upper() if block else None, quick_size)
     languages = ("ja", "en") if lang == "both" else (lang,)
     config = RunConfig(spec, languages, mode, template, int(shots), limit, data_dir)
+    if engine_spec.kind != "local" and MODES[mode].requires:
+        raise NotSupported(f"The {mode} mode runs on the local engine only (--engine local): "
+                           f"it needs {MODES[mode].requires}, which the {engine_spec.kind} engine does not offer.")
     database = _db(db_path)
     # Everything that can fail fast is checked before the model loads: database, data, set, template.
     if not database.exists():
@@ -83,7 +88,7 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
     check_writable(database)
     dataset = load_dataset(data_dir)
     checked_plan(dataset, config)
-    engine = load_engine(model, gpu_layers, n_ctx, threads)
+    engine = load_engine(engine_spec)
     cancel = threading.Event()
 
     def on_sigint(*_: object) -> None:
@@ -115,6 +120,7 @@ def run_cmd(model: str | None, gpu_layers: str, n_ctx: int, threads: int | None,
     finally:
         if bar is not None:
             bar.close()
+        engine.close()
     if last is None:
         return
     db = _open(database)

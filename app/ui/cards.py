@@ -31,14 +31,19 @@ def model_card_markdown(engine: Engine, stats: GenerationStats | None = None) ->
     name, size_label, architecture, file_name, quantization = map(
         escape_markdown, (card.name, card.size_label or "?", card.architecture, card.file_name, card.quantization)
     )
-    lines = [
-        f"**{name}** ({size_label}, {architecture})",
-        f"- file / ファイル: {file_name} ({card.file_size / 2**20:,.0f} MiB)",
-        f"- sha256: `{card.short_hash}`",
-        f"- quantization / 量子化: **{quantization}**",
-        f"- device / 実行: {engine.device} · context {engine.n_ctx}",
-        f"- chat template: {'from the GGUF' if card.has_chat_template else 'absent: plain prompt format'}",
-    ]
+    lines = [f"**{name}** ({size_label}, {architecture})"]
+    if card.endpoint:  # a model seen only through its server: the id it serves, no file or hash to show
+        lines += [f"- served model / モデルID: {file_name}",
+                  f"- endpoint / 接続先: {escape_markdown(card.endpoint)}",
+                  "- chat template: the server's"]
+    else:
+        lines += [f"- file / ファイル: {file_name} ({card.file_size / 2**20:,.0f} MiB)",
+                  f"- sha256: `{card.short_hash}`",
+                  f"- quantization / 量子化: **{quantization}**",
+                  f"- chat template: {'from the GGUF' if card.has_chat_template else 'absent: plain prompt format'}"]
+    lines.append(f"- engine / エンジン: {engine.kind}, {escape_markdown(engine.backend_version)} · "
+                 f"{escape_markdown(engine.device)} · context {engine.n_ctx} · "
+                 f"{engine.slots} at once / 同時{engine.slots}件")
     if card.is_demo:
         lines.append("- ⚠️ demo model, not for clinical use / デモモデル（臨床使用不可）")
     if stats is not None and stats.completion_tokens:
