@@ -127,3 +127,15 @@ def m002_model_loads(db: sqlite_utils.Database) -> None:
         "quantization": str, "outcome": str, "message": str,
     }, pk="id", not_null={"at", "file_name", "outcome"}, if_not_exists=True)
     db.table("model_loads").create_index(["at"], if_not_exists=True)
+
+
+@migration
+def m003_run_engine(db: sqlite_utils.Database) -> None:
+    """``runs`` records the engine: its kind, endpoint, parallel slots, and the wall time spent answering."""
+    runs = db.table("runs")
+    existing = runs.columns_dict
+    for name, kind in (("engine", str), ("endpoint", str), ("slots", int), ("wall_s", float)):
+        if name not in existing:
+            runs.add_column(name, kind)
+    db.execute("update runs set engine = 'local' where engine is null")
+    db.execute("update runs set slots = 1 where slots is null")

@@ -3,7 +3,9 @@
 ``run_benchmark`` is a generator of :class:`RunProgress` events, so the CLI (tqdm) and the UI
 (gr.RunProgress) drive the same loop. A run is identified by its settings (model sha256, mode,
 template, shots, languages, question set, limit, data fingerprint): starting a run with the same
-settings finds the unfinished one, skips what it already answered, and continues.
+settings finds the unfinished one, skips what it already answered, and continues. On an engine
+with several slots (llama-server, openai) that many questions are in flight; each answer is still
+committed as it arrives, and a server that fails is waited for and the question asked again.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -26,10 +29,12 @@ from app.bench.prompting import PAPER_MAX_TOKENS, build_prompt, prompt_hash, tem
 from app.bench.report import summarize
 from app.bench.sets import SetSpec, select
 from app.db import open_db
-from app.engines.base import Engine, NotSupported, PromptTooLong
+from app.engines.base import Engine, EngineUnavailable, NotSupported, PromptTooLong
 from app.errors import UserError
 
 LANGUAGES = ("ja", "en")
+RECOVERY_WAIT_S = 120.0  # how long a run waits for a failed server engine to come back
+RECOVERY_ATTEMPTS = 3
 
 
 class RunBusy(UserError, RuntimeError):
@@ -64,10 +69,13 @@ class RunConfig:
     def language_label(self) -> str:
         return "both" if set(self.languages) == set(LANGUAGES) else self.languages[0]
 
-    def identity(self, model_sha256: str, fingerprint: str) -> dict:
-        return {"model_sha256": model_sha256, "mode": self.mode, "template": template_family(self.template),
-                "shots": self.shots, "languages": sorted(self.languages), "set": asdict(self.set_spec),
-                "limit": self.limit, "max_tokens": self.max_tokens, "data": fingerprint}
+    def identity(self, model_sha256: str, fingerprint: str, engine_kind: str = "local") -> dict:
+        identity = {"model_sha256": model_sha256, "mode": self.mode, "template": template_family(self.template),
+                    "shots": self.shots, "languages": sorted(self.languages), "set": asdict(self.set_spec),
+                    "limit": self.limit, "max_tokens": self.max_tokens, "data": fingerprint}
+        if engine_kind != "local":  # a served run resumes only on a served engine (local identities unchanged)
+            identity["engine"] = engine_kind
+        return identity
 
 
 @dataclass
@@ -160,10 +168,68 @@ def answer_question(engine: Engine, question: Question, language: str, config: R
             "latency_s": round(time.perf_counter() - start, 4)}
 
 
+def answer_or_record(engine: Engine, question: Question, language: str, config: RunConfig,
+                     cancel: threading.Event | None) -> dict | None:
+    """:func:`answer_question`, with a prompt too long recorded as unanswerable, and a server engine
+    that fails waited for (up to :data:`RECOVERY_WAIT_S`) and asked again."""
+    attempt = 1
+    while True:
+        try:
+            return answer_question(engine, question, language, config, cancel)
+        except PromptTooLong as exc:
+            return {**question_fields(question, language), **unanswerable_fields(f"too_long: {exc}")}
+        except EngineUnavailable:
+            if attempt == RECOVERY_ATTEMPTS or (cancel is not None and cancel.is_set()) \
+                    or not engine.recover(RECOVERY_WAIT_S):
+                raise
+            attempt += 1
+
+
+Answered = tuple[Question, str, "dict | None"]
+
+
+def answers_in_flight(engine: Engine, items: list[tuple[Question, str]], config: RunConfig,
+                      cancel: threading.Event | None) -> Iterator[Answered]:
+    """(question, language, row) as answers arrive, up to ``engine.slots`` questions in flight; a row
+    of None is a question stopped mid-answer. Stops asking once ``cancel`` is set."""
+    if engine.slots == 1:
+        for question, language in items:
+            if cancel is not None and cancel.is_set():
+                return
+            yield question, language, answer_or_record(engine, question, language, config, cancel)
+        return
+    stop = threading.Event()  # set by a cancel, or when the caller stops listening
+    queue = iter(items)
+    with ThreadPoolExecutor(max_workers=engine.slots, thread_name_prefix="bench") as pool:
+        pending: dict[Future, tuple[Question, str]] = {}
+
+        def fill() -> None:
+            while len(pending) < engine.slots and not stop.is_set():
+                item = next(queue, None)
+                if item is None:
+                    return
+                pending[pool.submit(answer_or_record, engine, *item, config, stop)] = item
+
+        try:
+            fill()
+            while pending:
+                done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                if cancel is not None and cancel.is_set():
+                    stop.set()
+                for future in done:
+                    question, language = pending.pop(future)
+                    yield question, language, future.result()
+                fill()
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, identity: dict, n_items: int) -> dict:
     card = engine.card
     return {
-        "config_key": key, "model_file": card.file_name, "model_sha256": card.sha256,
+        "config_key": key, "engine": engine.kind, "endpoint": card.endpoint, "slots": engine.slots,
+        "model_file": card.file_name, "model_sha256": card.sha256,
         "quantization": card.quantization, "architecture": card.architecture, "backend": engine.backend,
         "backend_version": engine.backend_version, "device": engine.device,
         "gpu_layers": engine.gpu_layers, "n_ctx": engine.n_ctx, "template": template_family(config.template),
@@ -174,13 +240,14 @@ def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, i
     }
 
 
-def final_totals(db: sqlite_utils.Database, run_id: int) -> dict:
-    """The run's totals, speed and throughput, stored with it when it ends."""
+def final_totals(db: sqlite_utils.Database, run_id: int, wall_s: float) -> dict:
+    """The run's totals, speed and throughput (over ``wall_s``, the time spent answering), stored with it."""
     rows = store.answers(db, run_id)
     summary = summarize(rows, None)
-    seconds = sum(r["latency_s"] or 0 for r in rows)
+    seconds = wall_s
     tokens = sum(r["completion_tokens"] or 0 for r in rows)
     return {
+        "wall_s": round(wall_s, 3),
         "totals": json.dumps({"metrics": summary["metrics"], "by_language": summary["by_language"],
                               "contraindicated_questions": summary["contraindicated_questions"],
                               "abstained": summary["abstained"]}, ensure_ascii=False),
@@ -198,7 +265,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
                            f"(it needs {mode.requires}).")
     dataset = dataset or load_dataset(config.data_dir)
     items = checked_plan(dataset, config)
-    identity = config.identity(engine.card.sha256, dataset.fingerprint)
+    identity = config.identity(engine.card.sha256, dataset.fingerprint, engine.kind)
     key = config_key(identity)
     db = open_db(db_path)
     store.ensure_metric_columns(db)
@@ -216,19 +283,12 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
     progress = RunProgress(run_id, len(done_keys), len(items), resumed=len(done_keys), correct=int(correct))
     start = time.perf_counter()
     status = "interrupted"
+    todo = [(q, lang) for q, lang in items if (q.problem_id, lang) not in done_keys]
     try:
         yield replace(progress)
-        for question, language in items:
-            if (question.problem_id, language) in done_keys:
-                continue
-            if cancel is not None and cancel.is_set():
-                break
-            try:
-                row = answer_question(engine, question, language, config, cancel)
-            except PromptTooLong as exc:
-                row = {**question_fields(question, language), **unanswerable_fields(f"too_long: {exc}")}
+        for question, language, row in answers_in_flight(engine, todo, config, cancel):
             if row is None:
-                break
+                continue  # stopped mid-answer: asked again when the run resumes
             store.add_answer(db, {"run_id": run_id, **row})
             done_keys.add((question.problem_id, language))
             progress.done += 1
@@ -238,7 +298,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
             progress.last = {k: row[k] for k in ("problem_id", "language", "response", "picked", "gold",
                                                  *METRICS)}
             yield replace(progress, last=dict(progress.last))
-        else:
+        if progress.done == progress.total:
             status = "complete"
     except GeneratorExit:
         status = "interrupted"
@@ -250,7 +310,8 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
         status = "failed"
         raise
     finally:
-        store.finish_run(db, run_id, status, final_totals(db, run_id))
+        wall_s = (existing or {}).get("wall_s") or 0.0
+        store.finish_run(db, run_id, status, final_totals(db, run_id, wall_s + time.perf_counter() - start))
         progress.status = status
         db.close()
     yield replace(progress)
