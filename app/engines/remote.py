@@ -282,8 +282,10 @@ class ServedEngine(Engine):
         }
         if sampling.stop:
             fields["stop"] = list(sampling.stop)[:4]  # the OpenAI API takes at most four
-        if sampling.top_k:
-            fields["top_k"] = sampling.top_k
+        # llama-server's and vLLM's extensions, sent so that the server's own defaults (top_k 40,
+        # min_p 0.05) do not apply; greedy is top_k 1 (the same token, without sorting the vocabulary)
+        fields["top_k"] = 1 if sampling.temperature == 0 else sampling.top_k
+        fields["min_p"] = 0.0
         if sampling.repeat_penalty != 1.0:
             fields["repeat_penalty"] = sampling.repeat_penalty  # llama-server's and vLLM's extension
         return fields
