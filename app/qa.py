@@ -78,7 +78,7 @@ def validate(question: Query) -> None:
     text = question.text.strip()
     if not text:
         raise QuestionError("The question is empty. / 質問が空です。")
-    if not all(_is_unicode(s) for s in (text, *question.choices)):
+    if not all(is_unicode(s) for s in (text, *question.choices)):
         raise QuestionError("The question or a choice holds bytes that are not valid UTF-8; retype it or save it "
                             "as UTF-8. / 質問または選択肢に UTF-8 として不正な文字があります。")
     if len(text) > MAX_QUESTION_CHARS:
@@ -97,8 +97,9 @@ def validate(question: Query) -> None:
         raise QuestionError("max_tokens must be at least 1.")
 
 
-def _is_unicode(text: str) -> bool:
-    """False for text with lone surrogates (how Python decodes invalid UTF-8 from the command line)."""
+def is_unicode(text: str) -> bool:
+    """False for text with lone surrogates (how Python decodes invalid UTF-8 from the command line, and
+    what JSON's escapes can carry): the tokenizer cannot take them."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

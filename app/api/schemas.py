@@ -17,7 +17,7 @@ from typing import Any
 from app.engines.base import DEFAULT_SEED, Generation, GenerationStats, Sampling
 from app.errors import UserError
 from app.model_card import ModelCard
-from app.qa import DEFAULT_MAX_TOKENS, MAX_QUESTION_CHARS
+from app.qa import DEFAULT_MAX_TOKENS, MAX_QUESTION_CHARS, is_unicode
 
 MAX_MESSAGES = 200
 MAX_STOPS = 8
@@ -59,19 +59,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _is_unicode(text: str) -> bool:
-    """False for text with lone surrogates (JSON may escape them; the tokenizer cannot take them)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _text(value: object, param: str, limit: int | None = None) -> str:
     if not isinstance(value, str):
         raise _invalid(f"{param} must be a string.", param)
-    if not _is_unicode(value):
+    if not is_unicode(value):
         raise _invalid(f"{param} is not valid Unicode text (it holds a lone surrogate).", param)
     if limit is not None and len(value) > limit:
         raise _invalid(f"{param} is {len(value):,} characters; the limit is {limit:,}.", param,

@@ -53,10 +53,11 @@ class LlamaServerEngine(ServedEngine):
 
     @classmethod
     def start(cls, model_path: Path, parallel: int, n_ctx: int, threads: int | None, gpu_layers: int,
-              cuda: bool = False, on_progress: HashProgress | None = None,
+              on_progress: HashProgress | None = None,
               on_build_progress: Callable[[str], None] | None = None) -> LlamaServerEngine:
-        """Build (once, cached) and start llama-server for ``model_path``; ``n_ctx`` is per request."""
-        binary = ensure_llama_server(BuildOptions.from_environment(cuda=cuda), on_progress=on_build_progress)
+        """Build (once, cached; GGML options from ``$CMAKE_ARGS``, as for llama-cpp-python) and start
+        llama-server for ``model_path``; ``n_ctx`` is per request."""
+        binary = ensure_llama_server(BuildOptions.from_environment(), on_progress=on_build_progress)
         process = LlamaServerProcess(binary, ServerSettings(model_path=model_path, parallel=parallel, n_ctx=n_ctx,
                                                             threads=threads, gpu_layers=gpu_layers))
         process.start()

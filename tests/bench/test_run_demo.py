@@ -92,7 +92,7 @@ def test_loglik_run_and_its_scores(filled_db: Path, bench_engine) -> None:
     llm = bench_engine.llama
     for option, expected in zip(options, scores.logprobs, strict=True):
         tokens = llm.tokenize(option.encode(), add_bos=False, special=False)
-        with bench_engine.exclusive(blocking=True):
+        with bench_engine.slot(blocking=True):
             llm.reset()
             llm.eval(bench_engine.tokenize(prompt))
             total = 0.0
