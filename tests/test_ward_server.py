@@ -67,7 +67,10 @@ def test_four_browser_tabs_are_answered_at_once(ward_server: Server) -> None:
                 break
             time.sleep(0.05)
         answers = [page.locator("#answer textarea").input_value() for page in pages]
+        pages[0].get_by_role("tab", name="モデル", exact=True).click()
+        access = pages[0].locator("#model-access").inner_text(timeout=10_000)
         browser.close()
+    assert "llama-server engine" in access and "--engine llama-server --model NAME" in access
     assert all(answer.strip() for answer in answers), answers
     assert streaming_at_once >= 3, "the tabs were answered one after another"
 

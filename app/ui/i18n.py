@@ -26,6 +26,12 @@ LOAD_ADMIN_ONLY = (
     "(users added with `jmedllm user add NAME --admin`), or restart `jmedllm serve --model NAME` at the "
     "server's console."
 )
+LOAD_SERVED_ENGINE = (
+    "🔒 このサーバーのモデルは {engine} エンジンが提供しています。モデルを替えるには、サーバーの端末で "
+    "`jmedllm serve --engine {engine} --model NAME` を起動し直してください。  \n"
+    "🔒 This server's model is served by the {engine} engine. To change it, restart "
+    "`jmedllm serve --engine {engine} --model NAME` at the server's console."
+)
 MODEL_STARTED_WITH = "サーバー起動時のモデル / loaded when the server started · {at}"
 MODEL_LOADED_BY = "読み込み / loaded by: **{who}** ({address}) · {at}"
 LOCAL_USER = "ローカル利用者 / local user"

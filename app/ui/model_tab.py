@@ -19,7 +19,15 @@ from app.errors import UserError
 from app.models import ModelNameError, list_models, resolve_model_name
 from app.paths import models_dir
 from app.ui.cards import escape_markdown, model_card_markdown
-from app.ui.i18n import LOAD_ADMIN_ONLY, LOCAL_USER, MODEL_LOADED_BY, MODEL_LOADS_HEADERS, MODEL_STARTED_WITH, t
+from app.ui.i18n import (
+    LOAD_ADMIN_ONLY,
+    LOAD_SERVED_ENGINE,
+    LOCAL_USER,
+    MODEL_LOADED_BY,
+    MODEL_LOADS_HEADERS,
+    MODEL_STARTED_WITH,
+    t,
+)
 from app.ui.labels import Labeler
 from app.ui.state import AppState, LoadedModel
 
@@ -46,6 +54,12 @@ def current_model_markdown(loaded: LoadedModel) -> str:
     return f"{model_card_markdown(loaded.engine)}\n\n{origin}"
 
 
+def refusal_text(state: AppState) -> str:
+    """Why this page may not load models: a served engine's model is set at the console, else admins only."""
+    engine = state.engine
+    return LOAD_ADMIN_ONLY if engine.kind == "local" else LOAD_SERVED_ENGINE.format(engine=engine.kind)
+
+
 def _client_address(request: gr.Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -53,7 +67,7 @@ def _client_address(request: gr.Request) -> str | None:
 def build_model_tab(state: AppState, labeler: Labeler, lang: str,
                     page: gr.Blocks) -> tuple[gr.Markdown, Dependency]:
     """Create the Model tab inside the current ``gr.Tab``; returns the current-model view and the load event."""
-    access = gr.Markdown(LOAD_ADMIN_ONLY, elem_id="model-access")
+    access = gr.Markdown(refusal_text(state), elem_id="model-access")
     with gr.Column(visible=False, elem_id="model-admin") as admin_view:  # shown to administrators on page load
         gr.Markdown(f"Models folder / モデルフォルダ: `{models_dir()}`")
         with gr.Row():
@@ -85,7 +99,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
     def view(request: gr.Request) -> tuple[Any, ...]:
         """This user's view: the controls and the log for an administrator, the notice for anyone else."""
         admin = state.may_load_models(request.username)
-        return ("" if admin else LOAD_ADMIN_ONLY, gr.update(visible=admin),
+        return ("" if admin else refusal_text(state), gr.update(visible=admin),
                 gr.update(visible=admin, value=log_rows() if admin else []))
 
     page.load(view, inputs=None, outputs=[access, admin_view, log_table], queue=False,
@@ -93,7 +107,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
 
     def refresh(request: gr.Request) -> tuple[Any, list[list[Any]]]:
         if not state.may_load_models(request.username):
-            raise gr.Error(LOAD_ADMIN_ONLY)
+            raise gr.Error(refusal_text(state))
         return gr.update(choices=model_names()), log_rows()
 
     refresh_button.click(refresh, inputs=None, outputs=[pick, log_table], queue=False, api_name="refresh_models")
@@ -102,7 +116,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
                 progress: gr.Progress) -> LocalEngine:
         """Check the role, the name and the settings, then load; raises UserError when refused or failed."""
         if not state.may_load_models(request.username):
-            raise LoadRefused(LOAD_ADMIN_ONLY)
+            raise LoadRefused(refusal_text(state))
         model_path = resolve_model_name(name)
         layers = parse_gpu_layers(raw_layers)
         if state.engine.busy:
