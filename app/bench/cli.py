@@ -221,6 +221,7 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
             f"{result['paired']} paired answers (B - A = {result['difference'] * 100:+.1f} points); "
             f"only A right {result['only_a_correct']}, only B right {result['only_b_correct']}; "
             f"exact McNemar p = {result['mcnemar_exact_p']:.4g}")
+        click.echo(f"Raw outputs differ on {result['different_outputs']} of {result['paired']} paired answers.")
     else:
         click.echo("The two runs share no answered questions.")
     if result["only_in_a"] or result["only_in_b"]:

@@ -25,6 +25,7 @@ def compare_answers(rows_a: list[dict], rows_b: list[dict], metric: str = PRIMAR
     shared = sorted(set(a) & set(b))
     both = only_a = only_b = neither = 0
     differences = []
+    other_text = sum(a[key]["raw_output"] != b[key]["raw_output"] for key in shared)
     for key in shared:
         ra, rb = bool(a[key][metric]), bool(b[key][metric])
         if ra and rb:
@@ -46,5 +47,6 @@ def compare_answers(rows_a: list[dict], rows_b: list[dict], metric: str = PRIMAR
         "accuracy_b": round((both + only_b) / n, 4) if n else None,
         "difference": round((only_b - only_a) / n, 4) if n else None,
         "both_correct": both, "only_a_correct": only_a, "only_b_correct": only_b, "neither": neither,
-        "mcnemar_exact_p": mcnemar_exact(only_a, only_b), "differences": differences,
+        "mcnemar_exact_p": mcnemar_exact(only_a, only_b), "different_outputs": other_text,
+        "differences": differences,
     }

@@ -95,6 +95,8 @@ def format_summary(run: dict, summary: dict[str, Any]) -> str:
         f"  {run['mode']} · {run['language']} · set {run['question_set']} · template {run['template']} · "
         f"{run['shots']}-shot · {run['status']} · {run['n_answered']}/{run['n_items']} answered",
         f"  {run['device']} · {run['backend']} {run['backend_version']} · data {str(run['data_fingerprint'])[:12]}",
+        f"  engine {run.get('engine') or 'local'}{' at ' + run['endpoint'] if run.get('endpoint') else ''} · "
+        f"{run.get('slots') or 1} at once",
         "",
         "Accuracy (correct/total):",
     ]

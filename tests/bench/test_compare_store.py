@@ -22,7 +22,8 @@ def test_mcnemar_exact() -> None:
 
 def test_compare_answers() -> None:
     def row(pid: str, ok: int, picked: str) -> dict:
-        return {"problem_id": pid, "language": "ja", "gestalt_paper": ok, "picked": picked, "gold": "a"}
+        return {"problem_id": pid, "language": "ja", "gestalt_paper": ok, "picked": picked, "gold": "a",
+                "raw_output": f"{picked}\n"}
     a = [row("1", 1, "a"), row("2", 0, "b"), row("3", 0, "c"), row("4", 1, "a")]
     b = [row("1", 1, "a"), row("2", 1, "a"), row("3", 1, "a"), row("5", 1, "a")]
     result = compare_answers(a, b)
@@ -30,6 +31,7 @@ def test_compare_answers() -> None:
     assert (result["only_a_correct"], result["only_b_correct"]) == (0, 2)
     assert [d["problem_id"] for d in result["differences"]] == ["2", "3"]
     assert result["mcnemar_exact_p"] == 0.5
+    assert result["different_outputs"] == 2  # the same pick is the same text here
 
 
 def test_schema_wal_foreign_keys_and_no_duplicates(tmp_path: Path) -> None:
