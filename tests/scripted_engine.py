@@ -56,8 +56,8 @@ class ScriptedEngine(Engine):
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         return [ord(ch) for ch in text]
 
-    def render_chat(self, messages: Sequence[dict[str, str]],
-                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
+    def render_chat(self, messages: Sequence[dict[str, str]], cancel: threading.Event | None = None,
+                    thinking: bool | None = None) -> tuple[str, tuple[str, ...]]:
         text = "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
         return text + "<assistant>", ("<user>",)
 

@@ -70,6 +70,14 @@ class Sampling:
         return cls(max_tokens=max_tokens, stop=tuple(stop))
 
 
+@dataclass(frozen=True)
+class ChatOptions:
+    """How to answer a chat beyond its sampling."""
+
+    conversation: str | None = None  # the conversation it continues (an engine may keep its evaluated prompt)
+    thinking: bool | None = None  # reasoning on or off, for chat templates that switch it; None: their default
+
+
 @dataclass
 class GenerationStats:
     """What one generation cost: tokens, wall time, time to first token, speed, why it ended."""
@@ -230,9 +238,10 @@ class Engine(ABC):
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         """The prompt's tokens, as the model will see them (with its BOS where it uses one)."""
 
-    def render_chat(self, messages: Sequence[dict[str, str]],
-                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
-        """Prompt text and stop strings for chat ``messages`` (engines that template chats themselves).
+    def render_chat(self, messages: Sequence[dict[str, str]], cancel: threading.Event | None = None,
+                    thinking: bool | None = None) -> tuple[str, tuple[str, ...]]:
+        """Prompt text and stop strings for chat ``messages`` (engines that template chats themselves);
+        ``thinking`` switches reasoning on or off where the template can (None: its default).
 
         Stopped by ``cancel``, the prompt is empty: a generation started with the same (set)
         event then ends at once as cancelled.
@@ -268,9 +277,10 @@ class Engine(ABC):
         return Generation(pieces, stats, hold.release, prompt)
 
     def stream_chat(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(),
-                    cancel: threading.Event | None = None, wait: bool = False) -> Generation:
+                    cancel: threading.Event | None = None, wait: bool = False,
+                    options: ChatOptions = ChatOptions()) -> Generation:
         """Start answering chat ``messages`` with the model's chat template (its stop strings added)."""
-        prompt, stops = self.render_chat(messages, cancel)
+        prompt, stops = self.render_chat(messages, cancel, options.thinking)
         return self.stream(prompt, replace(sampling, stop=(*sampling.stop, *stops)), cancel, wait)
 
     def complete(self, prompt: str, sampling: Sampling = Sampling(), wait: bool = True) -> Generation:

@@ -227,8 +227,10 @@ class ChatTemplate:
         """Stop strings for a generation after this template's prompt (its end-of-sequence text)."""
         return (self.eos_token,) if self.eos_token else ()
 
-    def render(self, messages: Sequence[Mapping[str, Any]], cancel: threading.Event | None = None) -> str:
-        """The prompt for ``messages``, ending with the assistant's turn.
+    def render(self, messages: Sequence[Mapping[str, Any]], cancel: threading.Event | None = None,
+               thinking: bool | None = None) -> str:
+        """The prompt for ``messages``, ending with the assistant's turn; ``thinking`` is passed to the
+        template as ``enable_thinking`` (Qwen3's switch) unless None.
 
         Raises :class:`TemplateRenderError` when the template fails, runs past the deadline or
         builds more than :data:`MAX_PROMPT_CHARS`, and :class:`RenderCancelled` when ``cancel`` is set.
@@ -239,7 +241,7 @@ class ChatTemplate:
         size = 0
         sys.settrace(watch)
         try:
-            for piece in self._template.generate(**self._variables(messages)):
+            for piece in self._template.generate(**self._variables(messages, thinking)):
                 size += len(piece)
                 if size > MAX_PROMPT_CHARS:
                     raise _too_big("a prompt")
@@ -259,7 +261,7 @@ class ChatTemplate:
             raise watch.stopped
         return "".join(pieces)
 
-    def _variables(self, messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def _variables(self, messages: Sequence[Mapping[str, Any]], thinking: bool | None) -> dict[str, Any]:
         """What ``Jinja2ChatFormatter`` passes to the template (a plain chat: no tools or functions)."""
 
         def raise_exception(message: str) -> None:
@@ -276,14 +278,14 @@ class ChatTemplate:
             "tools": None,
             "tool_choice": None,
             "strftime_now": Jinja2ChatFormatter.strftime_now,
-        }
+        } | ({} if thinking is None else {"enable_thinking": thinking})
 
 
 PLAIN_CHAT_STOP = "\n### "
 
 
 def render_messages(template: ChatTemplate | None, messages: Sequence[Mapping[str, Any]],
-                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
+                    cancel: threading.Event | None = None, thinking: bool | None = None) -> tuple[str, tuple[str, ...]]:
     """Prompt text and stop strings for ``messages``, through the GGUF's own chat template.
 
     The template runs bounded: a failing or runaway template raises :class:`TemplateRenderError`; a
@@ -295,6 +297,6 @@ def render_messages(template: ChatTemplate | None, messages: Sequence[Mapping[st
         lines = [f"### {m['role'].capitalize()}:\n{m['content']}\n" for m in messages]
         return "".join(lines) + "### Assistant:\n", (PLAIN_CHAT_STOP,)
     try:
-        return template.render(messages, cancel), template.stops
+        return template.render(messages, cancel, thinking), template.stops
     except RenderCancelled:
         return "", template.stops

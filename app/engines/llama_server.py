@@ -71,9 +71,9 @@ class LlamaServerEngine(ServedEngine):
     def device(self) -> str:
         return describe_device(self.gpu_layers, self.n_threads)
 
-    def render_chat(self, messages: Sequence[dict[str, str]],
-                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
-        return render_messages(self.chat_template, messages, cancel)
+    def render_chat(self, messages: Sequence[dict[str, str]], cancel: threading.Event | None = None,
+                    thinking: bool | None = None) -> tuple[str, tuple[str, ...]]:
+        return render_messages(self.chat_template, messages, cancel, thinking)
 
     def _failure(self, exc: Exception) -> EngineUnavailable:
         if isinstance(exc, httpx.TimeoutException):

@@ -136,9 +136,9 @@ class LocalEngine(Engine):
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=special)
 
-    def render_chat(self, messages: Sequence[dict[str, str]],
-                    cancel: threading.Event | None = None) -> tuple[str, tuple[str, ...]]:
-        return render_messages(self.chat_template, messages, cancel)
+    def render_chat(self, messages: Sequence[dict[str, str]], cancel: threading.Event | None = None,
+                    thinking: bool | None = None) -> tuple[str, tuple[str, ...]]:
+        return render_messages(self.chat_template, messages, cancel, thinking)
 
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
                   stats: GenerationStats) -> Iterator[str]:

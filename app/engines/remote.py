@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.engines.base import (
+    ChatOptions,
     Engine,
     EngineError,
     EngineUnavailable,
@@ -334,12 +335,17 @@ class OpenAIEngine(ServedEngine):
         self.card = remote_card(endpoint, self.model_id, self.n_ctx, self.model_meta)
 
     def stream_chat(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(),
-                    cancel: threading.Event | None = None, wait: bool = False) -> Generation:
-        """Answer ``messages`` with the server's own chat template (``/v1/chat/completions``)."""
+                    cancel: threading.Event | None = None, wait: bool = False,
+                    options: ChatOptions = ChatOptions()) -> Generation:
+        """Answer ``messages`` with the server's own chat template (``/v1/chat/completions``); thinking
+        on or off goes as ``chat_template_kwargs`` (vLLM's and llama-server's)."""
         hold = self.slot(blocking=wait)
         stats = GenerationStats()
+        body: dict[str, Any] = {"messages": list(messages), **self._sampling_fields(sampling)}
+        if options.thinking is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": options.thinking}
         try:
-            response = self._open("/chat/completions", {"messages": list(messages), **self._sampling_fields(sampling)})
+            response = self._open("/chat/completions", body)
         except BaseException:
             hold.release()
             raise
