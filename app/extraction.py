@@ -21,8 +21,7 @@ LETTERS = string.ascii_lowercase
 ABSTAIN_BELOW = 0.3  # a best similarity under this means the answer names no option
 _LETTER_LIST = re.compile(r"^\s*[(\[]?[a-z][)\].]?"
                           r"(?:\s*(?:,|、|，|and|と|及び|および|/|&|\s)\s*[(\[]?[a-z][)\].]?)*\s*$")
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL)
-_THINK_TAIL = re.compile(r"\A.*?</think>", re.DOTALL)  # a template that opened <think> in the prompt
+_THINK_BLOCK = re.compile(r"<think>(.*?)(?:</think>|\Z)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -61,12 +60,25 @@ def first_line(text: str) -> str:
     return ""
 
 
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(thinking, answer): the reasoning blocks' text and ``text`` without them.
+
+    A reasoning block is ``<think>...</think>`` (an unclosed one runs to the end), or everything up
+    to a lone ``</think>`` whose ``<think>`` was in the prompt. Several blocks are joined by a blank
+    line; the thinking is stripped, the answer is left as it is.
+    """
+    thoughts: list[str] = []
+    if "<think>" not in text and "</think>" in text:  # a template that opened <think> in the prompt
+        head, _, text = text.partition("</think>")
+        thoughts.append(head)
+    thoughts += [match.group(1) for match in _THINK_BLOCK.finditer(text)]
+    thinking = "\n\n".join(part.strip() for part in thoughts if part.strip())
+    return thinking, _THINK_BLOCK.sub("", text)
+
+
 def strip_reasoning(text: str) -> str:
-    """``text`` without reasoning blocks: ``<think>...</think>`` (an unclosed one runs to the end),
-    and everything up to a lone ``</think>`` whose ``<think>`` was in the prompt."""
-    if "<think>" not in text and "</think>" in text:
-        text = _THINK_TAIL.sub("", text, count=1)
-    return _THINK_BLOCK.sub("", text)
+    """``text`` without its reasoning blocks (see :func:`split_reasoning`)."""
+    return split_reasoning(text)[1]
 
 
 def answer_line(raw: str, marker: str | None = None) -> str:

@@ -139,3 +139,21 @@ def m003_run_engine(db: sqlite_utils.Database) -> None:
             runs.add_column(name, kind)
     db.execute("update runs set engine = 'local' where engine is null")
     db.execute("update runs set slots = 1 where slots is null")
+
+
+@migration
+def m004_conversations(db: sqlite_utils.Database) -> None:
+    """``conversations`` and their ``turns`` (the chat history), each answer with its model stamp."""
+    db.table("conversations").create({
+        "id": str, "created_at": str, "updated_at": str, "language": str, "title": str, "model_file": str,
+        "dropped": int,
+    }, pk="id", not_null={"created_at", "updated_at"}, if_not_exists=True)
+    db.table("turns").create({
+        "id": int, "conversation_id": str, "position": int, "asked_at": str, "question": str, "choices": str,
+        "chosen": str, "answer": str, "thinking": str, "model_file": str, "model_sha256": str, "quantization": str,
+        "device": str, "engine": str, "endpoint": str, "tokens_per_second": float, "completion_tokens": int,
+        "finish_reason": str,
+    }, pk="id", foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "position", "question"}, if_not_exists=True)
+    db.table("turns").create_index(["conversation_id", "position"], unique=True, if_not_exists=True)
+    db.table("conversations").create_index(["updated_at"], if_not_exists=True)
