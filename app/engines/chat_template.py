@@ -33,6 +33,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -212,8 +213,11 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.deadline_s = deadline_s
+        environment = _BoundedEnvironment()
         try:
-            self._template = _BoundedEnvironment().from_string(source)
+            tree = environment.parse(source)
+            self._reads = frozenset(jinja2.meta.find_undeclared_variables(tree))  # what it takes from the caller
+            self._template = environment.from_string(tree)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateRenderError(_at_line(
                 f"The model's chat template has a syntax error: {exc.message}", exc.lineno)) from exc
@@ -221,6 +225,11 @@ class ChatTemplate:
         self._namespace: dict[str, Any] = self._template.root_render_func.__globals__
         self._namespace["str_join"] = _bounded(str_join)  # the ~ operator
         self._namespace["markup_join"] = _bounded(markup_join)
+
+    @property
+    def switches_thinking(self) -> bool:
+        """Whether the template reads ``enable_thinking`` (Qwen3's switch), so reasoning can be turned off."""
+        return "enable_thinking" in self._reads
 
     @property
     def stops(self) -> tuple[str, ...]:
