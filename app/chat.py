@@ -135,15 +135,16 @@ def messages(conversation: Conversation, question: str, language: Language) -> l
 
 
 def fit(engine: Engine, conversation: Conversation, question: str, max_tokens: int = DEFAULT_MAX_TOKENS,
-        thinking: bool | None = None, language: str = "auto") -> Fit:
-    """Whether asking ``question`` next leaves ``max_tokens`` for the answer, and what to drop if not."""
+        thinking: bool | None = None, language: str = "auto", cancel: threading.Event | None = None) -> Fit:
+    """Whether asking ``question`` next leaves ``max_tokens`` for the answer, and what to drop if not
+    (a render stopped by ``cancel`` counts as fitting: the answer that follows ends at once)."""
     lang = _language(conversation, question, language)
     kept = len(conversation.in_context)
     prompt_tokens: int | None = None
     for drop in range(kept + 1):
         trial = replace(conversation, dropped=conversation.dropped + drop)
         try:
-            prompt, _stops = engine.render_chat(messages(trial, question, lang), thinking=thinking)
+            prompt, _stops = engine.render_chat(messages(trial, question, lang), cancel, thinking)
         except NotSupported:
             return Fit(True, None, engine.n_ctx, 0)
         tokens = len(engine.tokenize(prompt))

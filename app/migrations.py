@@ -157,3 +157,25 @@ def m004_conversations(db: sqlite_utils.Database) -> None:
         not_null={"conversation_id", "position", "question"}, if_not_exists=True)
     db.table("turns").create_index(["conversation_id", "position"], unique=True, if_not_exists=True)
     db.table("conversations").create_index(["updated_at"], if_not_exists=True)
+
+
+@migration
+def m005_questions_as_conversations(db: sqlite_utils.Database) -> None:
+    """Each question of the 0.1-0.3 history (``questions``, kept as it is) also becomes a one-turn
+    conversation, so the History panel shows it and it can be continued."""
+    # Literal columns, frozen: the questions table as releases 0.1.0-0.3.0 wrote it.
+    rows = db.execute(
+        "select id, asked_at, question, choices, language, answer, picked, model_file, model_sha256, "
+        "quantization, device, completion_tokens, tokens_per_second, finish_reason from questions").fetchall()
+    for (qid, asked_at, question, choices, language, answer, picked, model_file, sha256, quantization, device,
+         completion_tokens, tokens_per_second, finish_reason) in rows:
+        conversation_id = f"question-{qid}"
+        db.table("conversations").insert({
+            "id": conversation_id, "created_at": asked_at, "updated_at": asked_at, "language": language,
+            "title": (question or "")[:80], "model_file": model_file, "dropped": 0}, ignore=True)
+        db.table("turns").insert({
+            "conversation_id": conversation_id, "position": 0, "asked_at": asked_at, "question": question or "",
+            "choices": choices or "[]", "chosen": picked or "", "answer": answer or "", "thinking": "",
+            "model_file": model_file, "model_sha256": sha256, "quantization": quantization, "device": device,
+            "engine": "local", "tokens_per_second": tokens_per_second, "completion_tokens": completion_tokens,
+            "finish_reason": finish_reason}, ignore=True)

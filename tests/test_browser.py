@@ -39,18 +39,18 @@ def test_browser_asks_in_japanese_and_page_stays_offline(ui_server: Server, tmp_
         page = browser.new_page(locale="ja-JP")
         page.on("request", lambda request: requested.append(request.url))
         page.goto(ui_server.url, wait_until="load")
-        page.wait_for_selector("#question textarea", timeout=60_000)
+        page.wait_for_selector("#chat-input textarea", timeout=60_000)
         assert "診断ではありません" in page.inner_text("#notice")
         assert "Decision support, not a diagnosis" in page.inner_text("#notice")
         assert "デモモデル" in page.inner_text("#demo-warning")
 
-        page.locator("#question textarea").fill("発熱と咳が3日続いています。考えられる疾患は何ですか？")
-        page.locator("#ask").click()
-        answer = page.locator("#answer textarea")
+        page.locator("#chat-input textarea").fill("発熱と咳が3日続いています。考えられる疾患は何ですか？")
+        page.locator("#send").click()
+        answer = page.locator('#chat [data-testid="bot"]')
         seen: list[str] = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            value = answer.input_value()
+            value = answer.last.inner_text() if answer.count() else ""
             if value and (not seen or value != seen[-1]):
                 seen.append(value)
             if "tok/s" in page.inner_text("#answered-by") and seen:
@@ -58,7 +58,7 @@ def test_browser_asks_in_japanese_and_page_stays_offline(ui_server: Server, tmp_
             time.sleep(0.05)
         page.screenshot(path=str(tmp_path / "ask.png"), full_page=True)
         page.locator("#ui-language").get_by_label("English").check()
-        page.get_by_role("button", name="Ask", exact=True).wait_for(timeout=10_000)
+        page.get_by_role("button", name="Send", exact=True).wait_for(timeout=10_000)
         page.get_by_role("tab", name="Model", exact=True).wait_for(timeout=10_000)
         page.screenshot(path=str(tmp_path / "english.png"), full_page=True)
         # the Benchmark tab follows the toggle too, and its plots render without outside requests

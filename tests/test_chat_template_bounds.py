@@ -248,20 +248,21 @@ def test_ui_shows_the_template_error_and_answers_the_next_question(hostile_engin
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         start = time.monotonic()
         with pytest.raises(Exception, match="chat template did not finish within") as info:
-            client.predict("頭痛の原因は？", "", "auto", "auto", "0", 16, False, api_name="/ask")
+            client.predict("頭痛の原因は？", "", "auto", "auto", "0", 16, "default", False, api_name="/chat")
         assert "None" not in str(info.value)
         assert time.monotonic() - start < RENDER_DEADLINE_S + 5
-        job = client.submit("頭痛の原因は？", "", "auto", "auto", "0", 16, False, api_name="/ask")
+        job = client.submit("頭痛の原因は？", "", "auto", "auto", "0", 16, "default", False, api_name="/chat")
         time.sleep(0.5)
         start = time.monotonic()
         client.predict(api_name="/stop")  # Stop during the render ends the answer as stopped
-        answer, _, _ = job.result(timeout=RENDER_DEADLINE_S + 5)
+        chat, _, _, _ = job.result(timeout=RENDER_DEADLINE_S + 5)
         assert time.monotonic() - start < 1.5
-        assert answer.strip() == t("stopped", "en")
+        assert t("stopped", "en") in chat[-1]["content"][0]["text"]
         # the model's own template again, on the same server and its one queue slot: nothing stays blocked
         hostile_engine.chat_template = ChatTemplate(hostile_engine.card.chat_template, hostile.bos_token,
                                                     hostile.eos_token)
-        answer, _, card = client.predict("頭痛の原因は？", "", "auto", "auto", "0", 16, False, api_name="/ask")
-        assert answer.strip() and "tok/s" in card
+        chat, _, card, _ = client.predict("頭痛の原因は？", "", "auto", "auto", "0", 16, "default", False,
+                                          api_name="/chat")
+        assert chat[-1]["content"][0]["text"].strip() and "tok/s" in card
     finally:
         demo.close()

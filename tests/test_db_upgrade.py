@@ -9,16 +9,13 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import sqlite_utils
 
 from app.bench import store
+from app.conversations import list_conversations, load_conversation
 from app.db import connect, open_db
-from app.engines.base import GenerationStats
-from app.history import record_question
 from app.migrations import MIGRATIONS, Migrations
 
 FIXTURE = Path(__file__).parent / "fixtures" / "jmedllm-0.1.0.db"
@@ -94,14 +91,20 @@ def test_upgraded_database_takes_new_runs_answers_and_questions(old_db: Path) ->
         with pytest.raises(store.RunNotFound) as missing:
             store.get_run(db, 99)
         assert str(missing.value) == "No benchmark run 99"
-    engine: Any = SimpleNamespace(card=SimpleNamespace(file_name="m.gguf", sha256="0" * 64, quantization="Q4_K_M"),
-                                  device="cpu")  # a stand-in: history only reads .card and .device
-    stats = GenerationStats(prompt_tokens=5, completion_tokens=3, seconds=1.0, first_token_seconds=0.5,
-                            finish_reason="stop")
-    assert record_question(old_db, engine, "発熱の原因は?", ("感染", "腫瘍"), "ja", "a", "a", stats) == 4
     after = rows(old_db)
-    assert [len(after[t]) for t in TABLES] == [4, 3, 7]
-    assert after["questions"][-1][2] == "発熱の原因は?"
+    assert [len(after[t]) for t in TABLES] == [3, 3, 7]
+
+
+def test_old_questions_become_conversations_in_the_history(old_db: Path) -> None:
+    old_questions = rows(old_db)["questions"]
+    listed = list_conversations(old_db)
+    assert len(listed) == len(old_questions) == 3
+    for row in old_questions:
+        conversation = load_conversation(old_db, f"question-{row[0]}")
+        (turn,) = conversation.turns
+        assert (turn.question, turn.answer, turn.stamp.file_name, turn.stamp.sha256) == (row[2], row[5], row[7], row[8])
+        assert conversation.title == row[2][:80]
+    assert rows(old_db)["questions"] == old_questions  # the old table is kept as it was
 
 
 def test_fresh_database_has_the_upgraded_schema(old_db: Path, tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ def test_a_browser_logs_in_through_the_login_page(server: Server) -> None:
         page.locator("input[type=text]").first.fill(BOB[0], timeout=30_000)
         page.locator("input[type=password]").fill(BOB[1])
         page.get_by_role("button", name="Login").click()
-        page.wait_for_selector("#question textarea", timeout=30_000)
+        page.wait_for_selector("#chat-input textarea", timeout=30_000)
         browser.close()
 
 

@@ -188,7 +188,7 @@ def test_local_user_loads_a_models_folder_file_by_name_and_it_is_logged(local_se
     assert DEMO_SHA256[:12] in card and "renamed" in card and "local user" in card
     assert log["data"][0][3] == RENAMED and log["data"][0][6] == LOADED
     assert log_rows(local_server.db_path)[-1] == (None, "127.0.0.1", RENAMED, DEMO_SHA256, "Q4_K_M", LOADED, "")
-    _, _, answered_by = client.predict("Hello?", "", "en", "auto", "0", 16, False, api_name="/ask")
+    _, _, answered_by, _ = client.predict("Hello?", "", "en", "auto", "0", 16, "default", False, api_name="/chat")
     assert "renamed" in answered_by
     client.predict("demo", "0", 1024, api_name="/load_model")
 
@@ -209,7 +209,7 @@ def test_paths_and_uploads_are_refused_and_logged(local_server: Server, demo_mod
             client.predict(name, "0", 1024, api_name="/load_model")
     rows = log_rows(local_server.db_path)[before:]
     assert [(r[2], r[3], r[5]) for r in rows] == [(name, None, REFUSED) for name in refused]
-    _, _, answered_by = client.predict("Hello?", "", "en", "auto", "0", 16, False, api_name="/ask")
+    _, _, answered_by, _ = client.predict("Hello?", "", "en", "auto", "0", 16, "default", False, api_name="/chat")
     assert DEMO_SHA256[:12] in answered_by and "renamed" not in answered_by and "Admin Test" not in answered_by
 
 
@@ -257,7 +257,7 @@ def test_a_load_in_one_page_shows_in_another_within_the_refresh_period(local_ser
             loader, watcher = browser.new_page(locale="ja-JP"), browser.new_page(locale="ja-JP")
             for page in (loader, watcher):
                 page.goto(local_server.url, wait_until="load")
-                page.wait_for_selector("#question textarea", timeout=60_000)
+                page.wait_for_selector("#chat-input textarea", timeout=60_000)
             assert "デモモデル" in watcher.inner_text("#demo-warning")
             assert "Admin Test" not in watcher.inner_text("#answered-by")
 

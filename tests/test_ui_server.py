@@ -14,6 +14,7 @@ from app.demo_model import DEMO_SHA256
 from app.paths import models_dir
 from app.qa import Answer
 from app.security import AUTH_ENV, Users, is_loopback, load_users
+from app.ui.cards import escape_markdown
 from app.ui.i18n import t
 from app.ui.server import checked_options
 from app.ui.state import ServeOptions
@@ -27,12 +28,25 @@ def client(ui_server: Server) -> Client:
     return Client(ui_server.url, verbose=False)
 
 
+def ask(client: Client, question: str, choices: str = "", language: str = "auto", max_tokens: int = 16,
+        history: bool = False) -> tuple[str, str]:
+    """A new conversation's first answer through the chat API: (the answer's message, the model card)."""
+    client.predict(api_name="/new_conversation")
+    chat, message, card, _note = client.predict(question, choices, language, "auto", "0", max_tokens, "default",
+                                                history, api_name="/chat")
+    assert message == ""
+    return last_answer(chat), card
+
+
+def last_answer(chat: list[dict]) -> str:
+    return chat[-1]["content"][0]["text"]
+
+
 def test_ui_answers_a_japanese_question_with_its_model_card(client: Client) -> None:
-    answer, chosen, card = client.predict(
-        "糖尿病の三大合併症は何ですか？", "", "auto", "auto", "0", 48, False, api_name="/ask"
-    )
+    answer, card = ask(client, "糖尿病の三大合併症は何ですか？", max_tokens=48)
     assert answer.strip()
-    assert chosen == ""
+    assert t("chosen", "ja") not in answer
+    assert DEMO_SHA256[:12] in answer and "tok/s" in answer.replace("\\", "")  # the stamp under the answer
     assert DEMO_SHA256[:12] in card
     assert "Q4_K_M" in card
     assert "tok/s" in card
@@ -41,17 +55,16 @@ def test_ui_answers_a_japanese_question_with_its_model_card(client: Client) -> N
 
 def test_ui_multiple_choice_names_the_option_its_answer_picks(client: Client) -> None:
     choices = ("Liver", "Pancreas", "Kidney")
-    answer, chosen, _ = client.predict(
-        "Which organ produces insulin?", "\n".join(choices), "en", "auto", "0", 32, False, api_name="/ask"
-    )
+    message, _ = ask(client, "Which organ produces insulin?", "\n".join(choices), "en", 32)
+    answer, chosen = message.split(f"\n\n**{t('chosen', 'ja')}:** ")
     assert answer.strip()
     expected = Answer(SimpleNamespace(text=answer), "en", choices, None, "").chosen_text()  # type: ignore[arg-type]
-    assert chosen == f"**{t('chosen', 'ja')}:** {expected or t('abstained', 'ja')}"
+    assert chosen.startswith(escape_markdown(expected or t("abstained", "ja")))
 
 
 def test_empty_question_is_a_clear_error(client: Client) -> None:
     with pytest.raises(Exception, match="The question is empty"):
-        client.predict("  ", "", "auto", "auto", "0", 16, False, api_name="/ask")
+        ask(client, "  ")
 
 
 def test_history_is_stored_only_when_turned_on(client: Client, ui_server: Server) -> None:
@@ -60,16 +73,18 @@ def test_history_is_stored_only_when_turned_on(client: Client, ui_server: Server
             return 0
         with sqlite3.connect(ui_server.db_path) as db:
             tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
-            return db.execute("select count(*) from questions").fetchone()[0] if "questions" in tables else 0
+            return db.execute("select count(*) from turns").fetchone()[0] if "turns" in tables else 0
 
     before = count()
-    client.predict("Off the record question?", "", "en", "auto", "0", 16, False, api_name="/ask")
+    ask(client, "Off the record question?", language="en")
     assert count() == before
-    client.predict("Recorded question?", "", "en", "auto", "0", 16, True, api_name="/ask")
+    ask(client, "Recorded question?", language="en", history=True)
     assert count() == before + 1
     with sqlite3.connect(ui_server.db_path) as db:
-        row = db.execute("select question, model_sha256, quantization from questions order by id desc").fetchone()
+        row = db.execute("select question, model_sha256, quantization from turns order by id desc").fetchone()
     assert row == ("Recorded question?", DEMO_SHA256, "Q4_K_M")
+    listed = client.predict(api_name="/history_list")
+    assert listed  # the History panel lists it
 
 
 def test_model_tab_rejects_a_non_gguf_file(client: Client) -> None:
@@ -101,19 +116,20 @@ def test_auth_parsing_and_refusal_beyond_loopback(tmp_path: Path, monkeypatch: p
 
 
 def test_stop_button_ends_the_answer_early(client: Client) -> None:
+    client.predict(api_name="/new_conversation")
     job = client.submit(
-        "Write a very long, detailed essay on the history of anaesthesia.", "", "en", "auto", "0", 2048, False,
-        api_name="/ask",
+        "Write a very long, detailed essay on the history of anaesthesia.", "", "en", "auto", "0", 1536, "default",
+        False, api_name="/chat",
     )
     deadline = time.monotonic() + 60
     while not job.outputs() and time.monotonic() < deadline:
         time.sleep(0.1)
     client.predict(api_name="/stop")
-    answer, _, card = job.result(timeout=120)
-    assert answer.endswith(("（停止しました）", "(stopped)"))
+    chat, _, card, _ = job.result(timeout=120)
+    assert "（停止しました）" in last_answer(chat) and "cancelled" in last_answer(chat)
     assert "cancelled" in card
     tokens = int(card.split("this answer / この回答: ")[1].split(" tokens")[0])
-    assert tokens < 2048
+    assert tokens < 1536
 
 
 def test_model_tab_loads_a_gguf_and_shows_its_card(client: Client, demo_model_path: Path) -> None:
@@ -122,5 +138,5 @@ def test_model_tab_loads_a_gguf_and_shows_its_card(client: Client, demo_model_pa
     assert "context 1024" in card
     assert "not for clinical use" in card
     assert log["data"][0][3] == demo_model_path.name and log["data"][0][6] == "loaded"
-    answer, _, answered_by = client.predict("Hello?", "", "en", "auto", "0", 16, False, api_name="/ask")
+    answer, answered_by = ask(client, "Hello?", language="en")
     assert answer.strip() and "context 1024" in answered_by

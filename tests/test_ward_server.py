@@ -49,24 +49,24 @@ def test_four_browser_tabs_are_answered_at_once(ward_server: Server) -> None:
         pages = [browser.new_page(locale="ja-JP") for _ in QUESTIONS]
         for page, question in zip(pages, QUESTIONS, strict=True):
             page.goto(ward_server.url, wait_until="load")
-            page.wait_for_selector("#question textarea", timeout=60_000)
+            page.wait_for_selector("#chat-input textarea", timeout=60_000)
             assert "llama-server" in page.inner_text("#answered-by") and "同時4件" in page.inner_text("#answered-by")
-            page.locator("#question textarea").fill(question)
+            page.locator("#chat-input textarea").fill(question)
             page.locator("#max-tokens input[type=number]").fill("48")
             page.locator("#max-tokens input[type=number]").press("Tab")
         for page in pages:
-            page.locator("#ask").click()
+            page.locator("#send").click()
         streaming_at_once = 0
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            texts = [page.locator("#answer textarea").input_value() for page in pages]
+            texts = [" ".join(page.locator('#chat [data-testid="bot"]').all_inner_texts()) for page in pages]
             cards = [page.inner_text("#answered-by") for page in pages]
             done = ["tok/s" in card and "(running)" not in card for card in cards]
             streaming_at_once = max(streaming_at_once, sum(bool(t) and not d for t, d in zip(texts, done, strict=True)))
             if all(done):
                 break
             time.sleep(0.05)
-        answers = [page.locator("#answer textarea").input_value() for page in pages]
+        answers = [" ".join(page.locator('#chat [data-testid="bot"]').all_inner_texts()) for page in pages]
         pages[0].get_by_role("tab", name="モデル", exact=True).click()
         access = pages[0].locator("#model-access").inner_text(timeout=10_000)
         browser.close()

@@ -1,123 +1,216 @@
-"""The Ask tab: a free or multiple-choice question, a streamed answer, Stop, and the model card."""
+"""The Ask tab: a conversation with the model (follow-ups keep the context), streamed, with Stop,
+Regenerate, New conversation, multiple choice, a context-window check before sending, and history.
+
+API names: ``chat`` (question, choices, language, template, shots, max_tokens, thinking, history)
+continues the session's conversation; ``drop_and_send`` (the same inputs) sends after leaving out the
+oldest turns the context note named; ``regenerate`` (max_tokens, thinking, history); ``new_conversation``;
+``stop``. Each returns the chat messages, the message box, the model card and the context note.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
-from app.engines.base import EngineBusy
+from app.chat import Conversation, Reply, answer, answer_choices, fit, regenerate
+from app.conversations import save_turn
+from app.engines.base import Engine, EngineBusy
 from app.errors import UserError
-from app.history import record_question
 from app.prompts import paper_templates
-from app.qa import Answer, Query, ask, parse_choices
+from app.qa import Query, parse_choices, validate
 from app.ui.cancels import CancelRegistry
 from app.ui.cards import model_card_markdown
-from app.ui.i18n import LANGUAGE_CHOICES, t
-from app.ui.labels import LANGUAGE_OPTIONS, Labeler
+from app.ui.chat_view import Message, conversation_messages, note_message, streaming_messages
+from app.ui.history_panel import build_history_panel
+from app.ui.i18n import LANGUAGE_CHOICES, THINKING_CHOICES, t
+from app.ui.ime_guard import CHAT_INPUT_ID
+from app.ui.labels import LANGUAGE_OPTIONS, THINKING_OPTIONS, Labeler
 from app.ui.state import AppState
 
 AUTO_TEMPLATE = "auto"
+THINKING = {"default": None, "on": True, "off": False}
 
 
-def _chosen_markdown(answer: Answer, lang: str) -> str:
-    if not answer.choices:
-        return ""
-    return f"**{t('chosen', lang)}:** {answer.chosen_text() or t('abstained', lang)}"
+@dataclass(frozen=True)
+class AskTab:
+    """What the page around the tab needs: the events that start answers (``.click``/``.submit`` methods), the
+    model card, the thinking switch."""
+
+    starts: tuple[Any, ...]
+    card: gr.Markdown
+    thinking: gr.Radio
 
 
-def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str) -> tuple[gr.Button, gr.Markdown]:
-    """Create the Ask tab's components inside the current ``gr.Tab``; returns the Ask button and the model card."""
+def thinking_switch_visible(engine: Engine) -> bool:
+    """Whether thinking can be switched: a chat template that reads ``enable_thinking``, or a server (openai)."""
+    template = getattr(engine, "chat_template", None)
+    return engine.kind == "openai" or (template is not None and bool(template.switches_thinking))
+
+
+def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str) -> AskTab:
+    """Create the Ask tab's components inside the current ``gr.Tab``."""
     cancels = CancelRegistry()
+    conversation = gr.State(None)  # this browser session's Conversation
     with gr.Row():
         with gr.Column(scale=3):
-            question = labeler.add(
-                gr.Textbox(label=t("question", lang), placeholder=t("question_placeholder", lang),
-                           lines=5, max_lines=30, elem_id="question"),
-                "question",
+            chatbot = labeler.add(
+                gr.Chatbot(label=t("chat", lang), elem_id="chat", buttons=["copy", "copy_all"], sanitize_html=True,
+                           allow_tags=False, height=560, feedback_options=None),
+                "chat",
             )
-            labeler.add(question, "question_placeholder", "placeholder")
-            choices = labeler.add(
-                gr.Textbox(label=t("choices", lang), lines=5, max_lines=10, elem_id="choices"), "choices"
+            with gr.Group(visible=False, elem_id="context-note") as note:
+                note_text = gr.Markdown(elem_id="context-note-text")
+                with gr.Row():
+                    note_new = labeler.add(gr.Button(t("new_conversation", lang), elem_id="note-new-conversation"),
+                                           "new_conversation", "value")
+                    drop_button = gr.Button(variant="primary", elem_id="drop-and-send")
+            message = labeler.add(
+                gr.Textbox(label=t("message", lang), placeholder=t("question_placeholder", lang), lines=1,
+                           max_lines=8, elem_id=CHAT_INPUT_ID),
+                "message",
             )
+            labeler.add(message, "question_placeholder", "placeholder")
             with gr.Row():
-                language = labeler.add(
-                    gr.Radio(choices=LANGUAGE_CHOICES[lang], value="auto", label=t("answer_language", lang)),
-                    "answer_language",
-                )
-                labeler.add(language, LANGUAGE_OPTIONS, "choices")
-                template = labeler.add(
-                    gr.Dropdown(choices=[AUTO_TEMPLATE, *paper_templates()], value=AUTO_TEMPLATE,
-                                label=t("template", lang)),
-                    "template",
-                )
-                shots = labeler.add(gr.Radio(choices=["0", "1", "3"], value="0", label=t("shots", lang)), "shots")
-            with gr.Row():
-                max_tokens = labeler.add(
-                    gr.Slider(16, 2048, value=512, step=16, label=t("max_tokens", lang), elem_id="max-tokens"),
-                    "max_tokens",
-                )
-                keep_history = labeler.add(
-                    gr.Checkbox(value=state.options.history, label=t("history", lang)), "history"
-                )
-            with gr.Row():
-                ask_button = labeler.add(gr.Button(t("ask", lang), variant="primary", elem_id="ask"), "ask", "value")
+                send_button = labeler.add(gr.Button(t("send", lang), variant="primary", elem_id="send"), "send",
+                                          "value")
                 stop_button = labeler.add(gr.Button(t("stop", lang), variant="stop", elem_id="stop"), "stop", "value")
+                regenerate_button = labeler.add(gr.Button(t("regenerate", lang), elem_id="regenerate"),
+                                                "regenerate", "value")
+                new_button = labeler.add(gr.Button(t("new_conversation", lang), elem_id="new-conversation"),
+                                         "new_conversation", "value")
+            with labeler.add(gr.Accordion(t("choices_panel", lang), open=False, elem_id="choices-panel"),
+                             "choices_panel"):
+                choices = labeler.add(
+                    gr.Textbox(label=t("choices", lang), lines=5, max_lines=10, elem_id="choices"), "choices"
+                )
+                with gr.Row():
+                    template = labeler.add(
+                        gr.Dropdown(choices=[AUTO_TEMPLATE, *paper_templates()], value=AUTO_TEMPLATE,
+                                    label=t("template", lang)),
+                        "template",
+                    )
+                    shots = labeler.add(gr.Radio(choices=["0", "1", "3"], value="0", label=t("shots", lang)), "shots")
         with gr.Column(scale=2):
-            answer_box = labeler.add(
-                gr.Textbox(label=t("answer", lang), lines=14, max_lines=40, interactive=False,
-                           elem_id="answer"),
-                "answer",
-            )
-            chosen = gr.Markdown(elem_id="chosen")
             card = gr.Markdown(model_card_markdown(state.engine), elem_id="answered-by")
+            language = labeler.add(
+                gr.Radio(choices=LANGUAGE_CHOICES[lang], value="auto", label=t("answer_language", lang)),
+                "answer_language",
+            )
+            labeler.add(language, LANGUAGE_OPTIONS, "choices")
+            thinking = labeler.add(
+                gr.Radio(choices=THINKING_CHOICES[lang], value="default", label=t("thinking", lang),
+                         visible=thinking_switch_visible(state.engine), elem_id="thinking"),
+                "thinking",
+            )
+            labeler.add(thinking, THINKING_OPTIONS, "choices")
+            max_tokens = labeler.add(
+                gr.Slider(16, 2048, value=512, step=16, label=t("max_tokens", lang), elem_id="max-tokens"),
+                "max_tokens",
+            )
+            keep_history = labeler.add(
+                gr.Checkbox(value=state.options.history, label=t("history", lang), elem_id="keep-history"), "history"
+            )
+            history_list = build_history_panel(state, labeler, lang, conversation, chatbot, ui_lang)
 
-    def answer_question(text: str, raw_choices: str, answer_lang: str, template_name: str, shot_count: str,
-                        token_limit: float, history_on: bool, ui_lang: str,
-                        request: gr.Request) -> Iterator[tuple[str, str, str]]:
-        engine = state.engine
-        cancel = cancels.fresh(request)
-        item = Query(
-            text=text or "",
-            choices=parse_choices(raw_choices),
-            language=answer_lang,
-            template=None if template_name == AUTO_TEMPLATE else template_name,
-            shots=int(shot_count),
-            max_tokens=int(token_limit),
-        )
+    hidden_note = (gr.update(visible=False), "", gr.skip())
+
+    def stream(engine: Engine, chat: Conversation, reply: Reply, history_on: bool, ui_lang: str,
+               ) -> Iterator[tuple[Any, ...]]:
+        """Chat, message box, conversation, card and note while ``reply`` streams, then with its finished turn."""
+        earlier = conversation_messages(chat, ui_lang)
+        failure: UserError | None = None
         try:
-            answer = ask(engine, item, cancel)
+            for _ in reply:
+                messages = earlier + streaming_messages(reply.question, reply.answer.choices, *reply.visible())
+                yield messages, "", chat, model_card_markdown(engine, reply.generation.stats), *hidden_note
+        except UserError as exc:  # a server engine that died mid-answer: the text so far is kept
+            failure = exc
+        finally:
+            turn = reply.finish()
+        messages = conversation_messages(chat, ui_lang)
+        if failure is not None:
+            messages.append(note_message(t("answer_failed", ui_lang).format(error=failure)))
+        elif history_on:
+            try:
+                save_turn(state.options.database, chat, turn)
+            except UserError as exc:
+                raise gr.Error(str(exc)) from exc
+        yield messages, "", chat, model_card_markdown(engine, reply.generation.stats), *hidden_note
+
+    def busy(chat: Conversation, ui_lang: str) -> tuple[Any, ...]:
+        messages: list[Message] = [*conversation_messages(chat, ui_lang), note_message(t("busy", ui_lang))]
+        return messages, gr.skip(), chat, gr.skip(), *hidden_note
+
+    def send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str, template_name: str,
+             shot_count: str, token_limit: float, thinking_choice: str, history_on: bool, ui_lang: str,
+             request: gr.Request, agree_drop: bool = False) -> Iterator[tuple[Any, ...]]:
+        engine = state.engine
+        chat = chat or Conversation()
+        question, limit, switch = question or "", int(token_limit), THINKING.get(thinking_choice)
+        options = parse_choices(raw_choices)
+        cancel = cancels.fresh(request)
+        try:
+            validate(Query(text=question, choices=options, max_tokens=limit))
+            if options:
+                reply = answer_choices(engine, chat, question, options, cancel, limit, answer_lang,
+                                       None if template_name == AUTO_TEMPLATE else template_name, int(shot_count))
+            else:
+                room = fit(engine, chat, question, limit, switch, answer_lang, cancel)
+                if room.drop is None:
+                    raise gr.Error(t("too_long_alone", ui_lang).format(n_ctx=room.n_ctx, max_tokens=limit))
+                if room.drop and not agree_drop:
+                    yield (gr.skip(), gr.skip(), chat, gr.skip(), gr.update(visible=True),
+                           t("context_full", ui_lang).format(n=room.drop, n_ctx=room.n_ctx),
+                           t("drop_and_send", ui_lang).format(n=room.drop))
+                    return
+                reply = answer(engine, chat, question, cancel, limit, switch, room.drop, answer_lang)
         except EngineBusy:
-            yield t("busy", ui_lang), "", model_card_markdown(engine)
+            yield busy(chat, ui_lang)
             return
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
-        try:
-            for _ in answer.generation:
-                yield answer.generation.text, "", model_card_markdown(engine, answer.generation.stats)
-        except UserError as exc:  # a server engine that died mid-answer: the text so far stays on screen
-            raise gr.Error(str(exc)) from exc
-        stats = answer.generation.stats
-        text_out = answer.generation.text
-        if stats.finish_reason == "cancelled":
-            text_out += f"\n{t('stopped', ui_lang)}"
-        if history_on:
-            pick = answer.pick
-            record_question(state.options.database, engine, item.text, item.choices, answer.language,
-                            answer.generation.text, ",".join(pick.letters) if pick and pick.letters else None,
-                            stats)
-        yield text_out, _chosen_markdown(answer, ui_lang), model_card_markdown(engine, stats)
+        yield from stream(engine, chat, reply, history_on, ui_lang)
 
-    ask_button.click(
-        answer_question,
-        inputs=[question, choices, language, template, shots, max_tokens, keep_history, ui_lang],
-        outputs=[answer_box, chosen, card],
-        api_name="ask",
-        concurrency_limit="default",  # the queue's: as many at once as the engine has slots
-    )
+    def drop_and_send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str,
+                      template_name: str, shot_count: str, token_limit: float, thinking_choice: str, history_on: bool,
+                      ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        yield from send(question, chat, raw_choices, answer_lang, template_name, shot_count, token_limit,
+                        thinking_choice, history_on, ui_lang, request, agree_drop=True)
+
+    def regenerate_last(chat: Conversation | None, token_limit: float, thinking_choice: str, history_on: bool,
+                        ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        engine = state.engine
+        chat = chat or Conversation()
+        try:
+            reply = regenerate(engine, chat, cancels.fresh(request), int(token_limit), THINKING.get(thinking_choice))
+        except EngineBusy:
+            yield busy(chat, ui_lang)
+            return
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+        yield from stream(engine, chat, reply, history_on, ui_lang)
+
+    def new_conversation() -> tuple[Any, ...]:
+        return [], "", Conversation(), gr.skip(), *hidden_note
+
+    outputs = [chatbot, message, conversation, card, note, note_text, drop_button]
+    send_inputs = [message, conversation, choices, language, template, shots, max_tokens, thinking, keep_history,
+                   ui_lang]
+    answering: dict[str, Any] = {"outputs": outputs, "concurrency_limit": "default"}  # as many as the engine's slots
+    saved: dict[str, Any] = {"fn": history_list.refresh, "outputs": history_list.picker, "api_visibility": "private"}
+    send_button.click(send, inputs=send_inputs, api_name="chat", **answering).then(**saved)
+    message.submit(send, inputs=send_inputs, api_name=False, **answering).then(**saved)
+    drop_button.click(drop_and_send, inputs=send_inputs, api_name="drop_and_send", **answering).then(**saved)
+    regenerate_button.click(regenerate_last, inputs=[conversation, max_tokens, thinking, keep_history, ui_lang],
+                            api_name="regenerate", **answering).then(**saved)
+    for start_over, name in ((new_button.click, "new_conversation"), (note_new.click, False), (chatbot.clear, False)):
+        start_over(new_conversation, inputs=None, outputs=outputs, api_name=name, queue=False)
 
     def stop(request: gr.Request) -> None:
         cancels.cancel(request)
 
     stop_button.click(stop, inputs=None, outputs=None, api_name="stop", queue=False)
-    return ask_button, card
+    return AskTab((send_button.click, message.submit, drop_button.click, regenerate_button.click), card, thinking)

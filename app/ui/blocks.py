@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from app.engines.base import Engine
-from app.ui.ask_tab import build_ask_tab
+from app.ui.ask_tab import build_ask_tab, thinking_switch_visible
 from app.ui.benchmark_tab import build_benchmark_tab
 from app.ui.cards import model_card_markdown
 from app.ui.i18n import DEMO_WARNING, NOTICE, UI_LANGUAGES, t
@@ -43,7 +43,7 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
         with gr.Tabs():
             ask_tab = labeler.add(gr.Tab(t("tab_ask", lang), id="ask"), "tab_ask")
             with ask_tab:
-                ask_button, answered_by = build_ask_tab(state, labeler, ui_lang, lang)
+                ask = build_ask_tab(state, labeler, ui_lang, lang)
             model_tab = labeler.add(gr.Tab(t("tab_model", lang), id="model"), "tab_model")
             with model_tab:
                 current_model, load_event = build_model_tab(state, labeler, lang, demo)
@@ -58,20 +58,22 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
         toggle.change(switch, inputs=toggle, outputs=[ui_lang, *labeler.components], queue=False)
 
         def refresh(version: int) -> tuple[Any, ...]:
-            """Banner and cards of the model that answers now, if another load than the page shows."""
+            """Banner, cards and thinking switch of the model that answers now, if another load than the page shows."""
             loaded = state.loaded
             if loaded.version == version:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return (demo_banner(loaded.engine), model_card_markdown(loaded.engine), current_model_markdown(loaded),
-                    loaded.version)
+                    gr.update(visible=thinking_switch_visible(loaded.engine)), loaded.version)
 
         # Off the queue, so a refresh never waits behind (or holds up) a question.
         page_refresh: dict[str, Any] = {
-            "fn": refresh, "inputs": shown_version, "outputs": [demo_notice, answered_by, current_model, shown_version],
+            "fn": refresh, "inputs": shown_version,
+            "outputs": [demo_notice, ask.card, current_model, ask.thinking, shown_version],
             "queue": False, "show_progress": "hidden", "api_visibility": "private",
         }
         demo.load(**page_refresh)
         gr.Timer(REFRESH_SECONDS).tick(**page_refresh)
-        ask_button.click(**page_refresh)  # before each answer, too
+        for start in ask.starts:  # before each answer, too
+            start(**page_refresh)
         load_event.success(**page_refresh)
     return demo

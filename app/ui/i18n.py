@@ -46,7 +46,6 @@ TEXT: dict[str, dict[str, str]] = {
     "tab_ask": {"ja": "質問", "en": "Ask"},
     "tab_model": {"ja": "モデル", "en": "Model"},
     "tab_benchmark": {"ja": "ベンチマーク", "en": "Benchmark"},
-    "question": {"ja": "質問", "en": "Question"},
     "question_placeholder": {
         "ja": "例：55歳の男性。胸痛を主訴に来院した。まず行うべき検査はどれか。",
         "en": "e.g. A 55-year-old man presents with chest pain. Which test should be done first?",
@@ -56,11 +55,9 @@ TEXT: dict[str, dict[str, str]] = {
     "template": {"ja": "プロンプトテンプレート（選択式）", "en": "Prompt template (multiple choice)"},
     "shots": {"ja": "例示数（few-shot）", "en": "Examples (few-shot)"},
     "max_tokens": {"ja": "最大トークン数", "en": "Max new tokens"},
-    "history": {"ja": "質問履歴をこの端末のSQLiteに保存する",
-                "en": "Keep question history in the local SQLite database"},
-    "ask": {"ja": "質問する", "en": "Ask"},
+    "history": {"ja": "会話の履歴をこの端末のSQLiteに保存する",
+                "en": "Keep conversation history in the local SQLite database"},
     "stop": {"ja": "停止", "en": "Stop"},
-    "answer": {"ja": "回答", "en": "Answer"},
     "chosen": {"ja": "選ばれた選択肢", "en": "Chosen option"},
     "answered_by": {"ja": "回答したモデル", "en": "Answered by"},
     "model_path": {"ja": "GGUFファイルのパス", "en": "GGUF file path"},
@@ -108,11 +105,54 @@ TEXT: dict[str, dict[str, str]] = {
                           "ja": " · 同じ設定でもう一度押すと再開します"},
     "bench_paper": {"en": "Reported in the JMedLLM paper (its own question set)",
                     "ja": "JMedLLM 論文の報告値（論文の問題セット）"},
+    "chat": {"ja": "会話", "en": "Conversation"},
+    "message": {"ja": "メッセージ（Enterで送信、Shift+Enterで改行）",
+                "en": "Message (Enter sends, Shift+Enter for a new line)"},
+    "send": {"ja": "送信", "en": "Send"},
+    "regenerate": {"ja": "再生成", "en": "Regenerate"},
+    "new_conversation": {"ja": "新しい会話", "en": "New conversation"},
+    "choices_panel": {"ja": "選択肢 / Choices", "en": "Choices / 選択肢"},
+    "thinking": {"ja": "思考（推論モデル）", "en": "Thinking (reasoning models)"},
+    "settings": {"ja": "設定", "en": "Settings"},
+    "context_full": {
+        "ja": "⚠️ この質問を送ると、会話がモデルのコンテキスト（{n_ctx} トークン）に収まりません。"
+              "新しい会話を始めるか、最初の {n} 回分のやり取りをモデルから外して送信してください。",
+        "en": "⚠️ With this question the conversation no longer fits the model's context window ({n_ctx} tokens). "
+              "Start a new conversation, or leave out the {n} oldest turn(s) and send.",
+    },
+    "drop_and_send": {"ja": "古い {n} 回分を外して送信", "en": "Drop the {n} oldest turn(s) and send"},
+    "dropped_note": {
+        "ja": "ℹ️ モデルには最初の {n} 回分のやり取りがもう見えていません。",
+        "en": "ℹ️ The model no longer sees the {n} earlier turn(s) above.",
+    },
+    "too_long_alone": {
+        "ja": "この質問だけでモデルのコンテキスト（{n_ctx} トークン）に収まりません"
+              "（回答分 {max_tokens} トークンを含む）。質問を短くするか、最大トークン数を減らすか、"
+              "より大きなコンテキストでモデルを読み込んでください。",
+        "en": "This question alone does not fit the model's context window ({n_ctx} tokens, with {max_tokens} left "
+              "for the answer). Shorten it, lower the max new tokens, or load the model with a larger context.",
+    },
+    "answer_failed": {"ja": "⚠️ 回答を続けられませんでした：{error}", "en": "⚠️ The answer could not go on: {error}"},
+    "history_panel": {"ja": "会話の履歴", "en": "Conversation history"},
+    "history_pick": {"ja": "保存された会話（日時 · 最初の質問 · モデル）",
+                     "en": "Saved conversations (date · first question · model)"},
+    "history_open": {"ja": "開いて続ける", "en": "Open"},
+    "history_delete": {"ja": "削除", "en": "Delete"},
+    "history_delete_all": {"ja": "すべて削除", "en": "Delete all"},
+    "history_export": {"ja": "Markdown でエクスポート", "en": "Export Markdown"},
+    "history_refresh": {"ja": "一覧を更新", "en": "Refresh list"},
+    "history_none": {"ja": "会話を選んでください", "en": "Choose a conversation"},
 }
 
 LANGUAGE_CHOICES = {
     "ja": [("自動判定", "auto"), ("日本語", "ja"), ("英語", "en")],
     "en": [("Detect", "auto"), ("Japanese", "ja"), ("English", "en")],
+}
+
+
+THINKING_CHOICES = {
+    "ja": [("テンプレートの既定", "default"), ("オン", "on"), ("オフ", "off")],
+    "en": [("Template default", "default"), ("On", "on"), ("Off", "off")],
 }
 
 

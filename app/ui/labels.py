@@ -6,9 +6,11 @@ from typing import Any
 
 import gradio as gr
 
-from app.ui.i18n import LANGUAGE_CHOICES, t
+from app.ui.i18n import LANGUAGE_CHOICES, THINKING_CHOICES, t
 
 LANGUAGE_OPTIONS = "language-options"  # pseudo-key: the answer-language radio's choices
+THINKING_OPTIONS = "thinking-options"  # pseudo-key: the thinking switch's choices
+_CHOICE_SETS = {LANGUAGE_OPTIONS: LANGUAGE_CHOICES, THINKING_OPTIONS: THINKING_CHOICES}
 
 
 class Labeler:
@@ -18,7 +20,7 @@ class Labeler:
         self._entries: dict[int, tuple[Any, dict[str, str]]] = {}
 
     def add(self, component: Any, key: str, attr: str = "label") -> Any:
-        """Register ``component``'s ``attr`` to show text ``key`` (choices: LANGUAGE_OPTIONS)."""
+        """Register ``component``'s ``attr`` to show text ``key`` (choices: LANGUAGE_OPTIONS or THINKING_OPTIONS)."""
         self._entries.setdefault(id(component), (component, {}))[1][attr] = key
         return component
 
@@ -31,7 +33,7 @@ class Labeler:
         result = []
         for _, attrs in self._entries.values():
             values: dict[str, Any] = {
-                attr: LANGUAGE_CHOICES[lang] if key == LANGUAGE_OPTIONS else t(key, lang)
+                attr: _CHOICE_SETS[key][lang] if key in _CHOICE_SETS else t(key, lang)
                 for attr, key in attrs.items()
             }
             result.append(gr.update(**values))

@@ -272,6 +272,7 @@ def build_server(state: AppState, lang: str, guard: LoginGuard | None) -> tuple[
 
     from app.api.routes import api_router
     from app.ui.blocks import THEME, build_app
+    from app.ui.ime_guard import IME_GUARD_SCRIPT
 
     demo = build_app(state, lang)
     demo.queue(default_concurrency_limit=state.engine.slots)  # one event per generation slot
@@ -282,7 +283,7 @@ def build_server(state: AppState, lang: str, guard: LoginGuard | None) -> tuple[
     gr.mount_gradio_app(
         root, demo, path="/", server_name=state.options.host, server_port=state.options.port,
         auth=authenticate_with(guard) if guard else None, max_file_size=MAX_UPLOAD_BYTES,
-        ssr_mode=False, theme=THEME, footer_links=[],
+        ssr_mode=False, theme=THEME, head=IME_GUARD_SCRIPT, footer_links=[],
     )
     gradio_app = next(route.app for route in root.routes if isinstance(route, Mount))
     return root, gradio_app

@@ -1,0 +1,144 @@
+"""The Ask tab's History panel: saved conversations listed (date, first question, model), opened to
+continue, deleted one by one or all at once, exported as Markdown.
+
+API names: ``history_list``, ``history_open`` (id), ``history_delete`` (id), ``history_delete_all``,
+``history_export`` (id, returns the Markdown file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.bench.export import open_export, private_export_dir
+from app.chat import Conversation
+from app.conversations import delete_all, delete_conversation, export_markdown, list_conversations, load_conversation
+from app.errors import UserError
+from app.gguf_metadata import printable
+from app.ui.chat_view import conversation_messages
+from app.ui.i18n import t
+from app.ui.labels import Labeler
+from app.ui.state import AppState
+
+LISTED_TITLE_CHARS = 40
+
+
+@dataclass(frozen=True)
+class HistoryPanel:
+    """The list of saved conversations, and the function that refreshes it (after a turn is saved)."""
+
+    picker: gr.Dropdown
+    refresh: Callable[[], Any]
+
+
+def conversation_choices(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(label, id) per saved conversation: "date · first question · model (turns)"."""
+    choices = []
+    for row in rows:
+        title = printable(" ".join(row["title"].split()))[:LISTED_TITLE_CHARS]
+        date = row["updated_at"][:16].replace("T", " ")
+        choices.append((f"{date} · {title} · {printable(row['model_file'] or '')} ({row['n_turns']})", row["id"]))
+    return choices
+
+
+def export_path(conversation_id: str) -> Path:
+    """One file per conversation, rewritten on each export, in this server's private folder (gone at exit)."""
+    return private_export_dir() / f"conversation-{conversation_id[:12]}.md"
+
+
+def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversation: gr.State, chatbot: gr.Chatbot,
+                        ui_lang: gr.State) -> HistoryPanel:
+    """Create the History accordion; opening or deleting conversations updates ``conversation`` and ``chatbot``."""
+    database = state.options.database
+
+    def listing(selected: str | None = None) -> Any:
+        choices = conversation_choices(list_conversations(database))
+        keep = selected if selected in {choice[1] for choice in choices} else None
+        return gr.update(choices=choices, value=keep)
+
+    panel = labeler.add(gr.Accordion(t("history_panel", lang), open=False, elem_id="history-panel"), "history_panel")
+    with panel:
+        picker = labeler.add(gr.Dropdown(choices=[], value=None, label=t("history_pick", lang),
+                                         elem_id="history-pick"), "history_pick")
+        with gr.Row():
+            open_button = labeler.add(gr.Button(t("history_open", lang), elem_id="history-open"), "history_open",
+                                      "value")
+            export_button = labeler.add(gr.Button(t("history_export", lang), elem_id="history-export"),
+                                        "history_export", "value")
+            refresh_button = labeler.add(gr.Button(t("history_refresh", lang), elem_id="history-refresh"),
+                                         "history_refresh", "value")
+        with gr.Row():
+            delete_button = labeler.add(gr.Button(t("history_delete", lang), variant="stop", elem_id="history-delete"),
+                                        "history_delete", "value")
+            delete_all_button = labeler.add(gr.Button(t("history_delete_all", lang), variant="stop",
+                                                      elem_id="history-delete-all"), "history_delete_all", "value")
+        export_file = gr.File(label="Markdown", interactive=False, elem_id="history-file")
+
+    def refresh() -> Any:
+        try:
+            return listing()
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def chosen(conversation_id: str | None, ui_lang: str) -> str:
+        if not conversation_id:
+            raise gr.Error(t("history_none", ui_lang))
+        return conversation_id
+
+    def open_saved(conversation_id: str | None, ui_lang: str) -> tuple[Any, ...]:
+        try:
+            loaded = load_conversation(database, chosen(conversation_id, ui_lang))
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+        return conversation_messages(loaded, ui_lang), loaded
+
+    def forget_exports(conversation_ids: set[str]) -> None:
+        """Remove this server's exported files of deleted conversations."""
+        for conversation_id in conversation_ids:
+            export_path(conversation_id).unlink(missing_ok=True)
+
+    def delete_one(conversation_id: str | None, current: Conversation | None, ui_lang: str) -> tuple[Any, ...]:
+        gone = chosen(conversation_id, ui_lang)
+        try:
+            delete_conversation(database, gone)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+        forget_exports({gone})
+        if current is not None and current.id == gone:  # its text leaves the screen too
+            return listing(), [], Conversation(), None
+        return listing(), gr.skip(), gr.skip(), None
+
+    def delete_everything(current: Conversation | None) -> tuple[Any, ...]:
+        try:
+            saved = {row["id"] for row in list_conversations(database)}
+            delete_all(database)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+        forget_exports(saved)
+        if current is not None and current.id in saved:
+            return listing(), [], Conversation(), None
+        return listing(), gr.skip(), gr.skip(), None
+
+    def export(conversation_id: str | None, ui_lang: str) -> str:
+        try:
+            loaded = load_conversation(database, chosen(conversation_id, ui_lang))
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
+        path = export_path(loaded.id)
+        with open_export(path) as handle:
+            handle.write(export_markdown(loaded))
+        return str(path)
+
+    panel.expand(refresh, outputs=picker, api_name="history_list", queue=False)
+    refresh_button.click(refresh, outputs=picker, api_name=False, queue=False)
+    open_button.click(open_saved, inputs=[picker, ui_lang], outputs=[chatbot, conversation], api_name="history_open")
+    delete_button.click(delete_one, inputs=[picker, conversation, ui_lang],
+                        outputs=[picker, chatbot, conversation, export_file], api_name="history_delete")
+    delete_all_button.click(delete_everything, inputs=conversation,
+                            outputs=[picker, chatbot, conversation, export_file], api_name="history_delete_all")
+    export_button.click(export, inputs=[picker, ui_lang], outputs=export_file, api_name="history_export")
+    return HistoryPanel(picker, refresh)
