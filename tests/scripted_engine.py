@@ -42,6 +42,7 @@ class ScriptedEngine(Engine):
         self._n_ctx = n_ctx
         self._pause_s = pause_s
         self.prompts: list[str] = []  # every prompt asked, in order
+        self.conversations: list[str | None] = []  # the conversation key of each prompt, in order
         if scores is not None:
             self.capabilities = frozenset({LOGLIK})
 
@@ -62,9 +63,10 @@ class ScriptedEngine(Engine):
         return text + "<assistant>", ("<user>",)
 
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
-                  stats: GenerationStats) -> Iterator[str]:
+                  stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
         start = time.perf_counter()
         self.prompts.append(prompt)
+        self.conversations.append(conversation)
         text = self._reply(prompt)
         for stop in sampling.stop:
             text = text.split(stop)[0]

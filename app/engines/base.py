@@ -83,6 +83,7 @@ class GenerationStats:
     """What one generation cost: tokens, wall time, time to first token, speed, why it ended."""
 
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt's tokens, those not evaluated again (a conversation's earlier turns)
     completion_tokens: int = 0
     seconds: float = 0.0
     first_token_seconds: float | None = None
@@ -250,8 +251,11 @@ class Engine(ABC):
 
     @abstractmethod
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
-                  stats: GenerationStats) -> Iterator[str]:
+                  stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
         """Text pieces completing ``prompt`` (a slot is held); fill ``stats`` as it goes.
+
+        ``conversation`` names the conversation the prompt continues, for an engine that keeps
+        conversations' evaluated prompts (None: a prompt of its own).
 
         Called before the :class:`Generation` exists: an engine that raises here (a server refusing
         the request) refuses before generating, and the slot is freed.
@@ -262,15 +266,18 @@ class Engine(ABC):
         return self._slots.take(blocking)
 
     def stream(self, prompt: str, sampling: Sampling = Sampling(), cancel: threading.Event | None = None,
-               wait: bool = False) -> Generation:
-        """Start a raw completion of ``prompt``; raises before generating if busy or too long."""
+               wait: bool = False, conversation: str | None = None) -> Generation:
+        """Start a raw completion of ``prompt``; raises before generating if busy or too long.
+
+        ``conversation``: the key of the conversation ``prompt`` continues (see :class:`ChatOptions`).
+        """
         hold = self.slot(blocking=wait)
         try:
             n_tokens = len(self.tokenize(prompt))
             if n_tokens >= self.n_ctx:
                 raise PromptTooLong(n_tokens, self.n_ctx)
             stats = GenerationStats(prompt_tokens=n_tokens)
-            pieces = self._generate(prompt, sampling, cancel, stats)
+            pieces = self._generate(prompt, sampling, cancel, stats, conversation)
         except BaseException:
             hold.release()
             raise
@@ -281,7 +288,8 @@ class Engine(ABC):
                     options: ChatOptions = ChatOptions()) -> Generation:
         """Start answering chat ``messages`` with the model's chat template (its stop strings added)."""
         prompt, stops = self.render_chat(messages, cancel, options.thinking)
-        return self.stream(prompt, replace(sampling, stop=(*sampling.stop, *stops)), cancel, wait)
+        return self.stream(prompt, replace(sampling, stop=(*sampling.stop, *stops)), cancel, wait,
+                           options.conversation)
 
     def complete(self, prompt: str, sampling: Sampling = Sampling(), wait: bool = True) -> Generation:
         """Run a raw completion to the end; the returned generation holds text and stats."""

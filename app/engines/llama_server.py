@@ -83,13 +83,13 @@ class LlamaServerEngine(ServedEngine):
             "Ask again in a few seconds (your question was not answered).")
 
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
-                  stats: GenerationStats) -> Iterator[str]:
+                  stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
         try:
-            return super()._generate(prompt, sampling, cancel, stats)
+            return super()._generate(prompt, sampling, cancel, stats, conversation)
         except EngineUnavailable:  # not started yet: the server is restarting; wait for it once
             if not self.recover(RESTART_WAIT_S):
                 raise
-            return super()._generate(prompt, sampling, cancel, stats)
+            return super()._generate(prompt, sampling, cancel, stats, conversation)
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         try:

@@ -7,6 +7,15 @@ renders chat prompts with the GGUF's own template (bounded in time and size, see
 :mod:`app.engines.chat_template`), measures every generation, and scores options
 by log-likelihood.
 
+Conversations: a raw prompt is evaluated from scratch (identical prompts give identical greedy
+output). A prompt that continues a conversation (``stream(..., conversation=KEY)``, or
+``ChatOptions(conversation=KEY)``) takes the part of it that the KV cache already holds for that
+conversation (its previous prompt, less a few tokens) from the cache, and evaluates the rest so
+that the answer is the one from scratch. After each of its generations the conversation's KV state
+is copied into a :class:`ConversationCache` (bounded in bytes), and put back when the conversation
+continues after another one used the model, so two people taking turns do not evict each other
+(see :mod:`app.engines.conversation_cache`).
+
 Log-likelihood memory: the Llama keeps ``logits_all=False`` (``logits_all`` would hold n_ctx x
 vocab floats, about 2.3 GiB at 4,096 tokens with Qwen's 152k vocabulary). The shared prompt is
 evaluated once; its last logits row scores each option's first token; then each option's tokens
@@ -37,6 +46,13 @@ from app.engines.base import (
     Sampling,
 )
 from app.engines.chat_template import ChatTemplate, render_messages
+from app.engines.conversation_cache import (
+    DEFAULT_KV_CACHE_BYTES,
+    ConversationCache,
+    KvState,
+    clean_end,
+    reusable,
+)
 from app.engines.devices import describe_device, gpu_devices
 from app.engines.options import DEFAULT_CONTEXT, GpuLayers, default_threads
 from app.hashing import HashProgress
@@ -51,13 +67,15 @@ BACKEND_VERSION = f"llama-cpp-python {llama_cpp.__version__}"
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How to load a model: GPU layers ("auto" or a number), context size, threads, seed."""
+    """How to load a model: GPU layers ("auto" or a number), context size, threads, seed, and the
+    memory kept for conversations' evaluated prompts."""
 
     model_path: Path
     n_gpu_layers: GpuLayers = "auto"
     n_ctx: int = DEFAULT_CONTEXT
     n_threads: int | None = None
     seed: int = DEFAULT_SEED
+    kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES
 
     def resolved_gpu_layers(self) -> int:
         if self.n_gpu_layers == "auto":
@@ -72,6 +90,7 @@ class EngineOptions(TypedDict, total=False):
     n_ctx: int
     n_threads: int | None
     seed: int
+    kv_cache_bytes: int
 
 
 class LocalEngine(Engine):
@@ -100,6 +119,9 @@ class LocalEngine(Engine):
             )
         except ValueError as exc:
             raise EngineError(f"llama.cpp could not load {self.card.file_name}: {exc}") from exc
+        self.conversation_cache = ConversationCache(config.kv_cache_bytes)
+        self._kv_owner: str | None = None  # the conversation whose prompt the KV cache holds
+        self._clean = 0  # how many of its tokens a follow-up may reuse (see KvState.clean)
         template = self.card.chat_template
         self.chat_template = (
             ChatTemplate(template, bos_token=self._token_text(self._llm.token_bos()),
@@ -125,7 +147,12 @@ class LocalEngine(Engine):
 
     @property
     def llama(self) -> llama_cpp.Llama:
-        """The underlying ``llama_cpp.Llama``; hold :meth:`slot` while using it."""
+        """The underlying ``llama_cpp.Llama``; hold :meth:`slot` while using it.
+
+        Its user may evaluate other tokens, so its KV cache no longer counts as any conversation's
+        (the next turn of one puts that conversation's state back from the cache).
+        """
+        self._kv_owner = None
         return self._llm
 
     def _token_text(self, token: int) -> str:
@@ -141,7 +168,7 @@ class LocalEngine(Engine):
         return render_messages(self.chat_template, messages, cancel, thinking)
 
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
-                  stats: GenerationStats) -> Iterator[str]:
+                  stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
         start = time.perf_counter()
         tokens = self.tokenize(prompt)
         limit = min(sampling.max_tokens, self.n_ctx - len(tokens))
@@ -158,7 +185,7 @@ class LocalEngine(Engine):
             return bool(cancel is not None and cancel.is_set())
 
         try:
-            self._llm.reset()  # no prefix reuse: identical prompts give identical greedy output
+            stats.cached_tokens = self._prepare_kv(tokens, conversation)
             # stream=True yields chunks; llama-cpp-python annotates the union of both return kinds
             chunks = cast("Iterator[CreateCompletionStreamResponse]", self._llm.create_completion(
                 prompt=tokens,
@@ -190,6 +217,30 @@ class LocalEngine(Engine):
         finally:
             stats.completion_tokens = min(sampled, limit)  # at the limit llama.cpp samples one more, unused
             stats.seconds = time.perf_counter() - start
+            if conversation is not None:
+                state = KvState.capture(self._llm, clean_end(len(tokens), stats.cached_tokens, self._llm.n_batch))
+                self._clean = state.clean
+                self.conversation_cache.put(conversation, state)
+
+    def _prepare_kv(self, tokens: list[int], conversation: str | None) -> int:
+        """Set the KV cache up for evaluating ``tokens``; how many of them it holds already.
+
+        Without a conversation it is emptied. For a conversation it holds that conversation's
+        evaluated prompt (put back from the cache if another prompt used it since), cut to the part
+        that :func:`reusable` allows, if any.
+        """
+        llm = self._llm
+        if conversation is not None and conversation != self._kv_owner:
+            state = self.conversation_cache.get(conversation)
+            self._clean = state.clean if state is not None and state.restore(llm) else 0
+        self._kv_owner = conversation
+        reused = 0 if conversation is None else reusable(
+            _common_prefix(llm._input_ids, tokens), self._clean, len(tokens), llm.n_batch)
+        if reused == 0 or not llm._ctx.kv_cache_seq_rm(-1, reused, -1):  # some models cannot cut their memory
+            llm.reset()
+            return 0
+        llm.n_tokens = reused  # llama-cpp-python's generate() then evaluates from here on
+        return reused
 
     def option_logprobs(self, prompt: str, options: Sequence[str]) -> OptionScores:
         """Sum of log P(option tokens | prompt) for each option, the prompt evaluated once."""
@@ -204,6 +255,7 @@ class LocalEngine(Engine):
         n_prompt = len(prompt_tokens)
         results: list[float] = []
         with self.slot(blocking=True):
+            self._kv_owner = None
             try:
                 llm.reset()
                 llm._ctx.kv_cache_clear()
@@ -227,3 +279,10 @@ class LocalEngine(Engine):
         """The logits llama.cpp holds for batch position ``index`` (-1: the last), as a view."""
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, index),
                                      shape=(self._llm.n_vocab(),))
+
+
+def _common_prefix(held: np.ndarray, tokens: Sequence[int]) -> int:
+    """How many leading tokens ``held`` and ``tokens`` share."""
+    n = min(len(held), len(tokens))
+    differing = np.flatnonzero(held[:n] != np.asarray(tokens[:n], dtype=held.dtype))
+    return int(differing[0]) if differing.size else n

@@ -292,7 +292,8 @@ class ServedEngine(Engine):
         return fields
 
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
-                  stats: GenerationStats) -> Iterator[str]:
+                  stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
+        """``conversation`` is unused: a server reuses evaluated prompts itself (llama-server's prompt cache)."""
         response = self._open("/completions", {"prompt": prompt, **self._sampling_fields(sampling)})
         return self._pieces(response, cancel, stats)
 

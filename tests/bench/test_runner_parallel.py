@@ -39,12 +39,12 @@ class CountingEngine(ScriptedEngine):
         self._count = threading.Lock()
 
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
-                  stats: GenerationStats) -> Iterator[str]:
+                  stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
         with self._count:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            yield from super()._generate(prompt, sampling, cancel, stats)
+            yield from super()._generate(prompt, sampling, cancel, stats, conversation)
         finally:
             with self._count:
                 self.running -= 1
@@ -62,13 +62,13 @@ class FlakyServer(ScriptedEngine):
         self._calls = threading.Lock()
 
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
-                  stats: GenerationStats) -> Iterator[str]:
+                  stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
         with self._calls:
             self.calls += 1
             failing = self.calls == self.fail_at
         if failing:
             raise EngineUnavailable("The engine at http://127.0.0.1:1/v1 broke off.")
-        return super()._generate(prompt, sampling, cancel, stats)
+        return super()._generate(prompt, sampling, cancel, stats, conversation)
 
     def recover(self, timeout_s: float) -> bool:
         self.recovered += 1
