@@ -126,6 +126,15 @@ def test_interleaved_conversations_get_their_own_state_back(engine: LocalEngine)
     assert [count > 0 for count in reused] == [False, False, True, True, True]
 
 
+def test_a_forgotten_conversation_keeps_nothing_and_is_evaluated_again(engine: LocalEngine) -> None:
+    history: Messages = [SYSTEM]
+    _turn(engine, history, QUESTIONS_A[0], "deleted")
+    assert "deleted" in engine.conversation_cache
+    engine.forget("deleted")  # what deleting it from the history does
+    assert "deleted" not in engine.conversation_cache and not engine.busy
+    assert _turn(engine, history, QUESTIONS_A[1], "deleted").stats.cached_tokens == 0
+
+
 def test_a_raw_prompt_is_evaluated_from_scratch_also_after_a_conversation(engine: LocalEngine) -> None:
     prompt = "<|im_start|>user\n高血圧の第一選択薬を挙げてください。<|im_end|>\n<|im_start|>assistant\n"
     first = engine.complete(prompt, SAMPLING)

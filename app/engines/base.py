@@ -304,6 +304,9 @@ class Engine(ABC):
         """
         return False
 
+    def forget(self, conversation: str) -> None:  # noqa: B027 (most engines keep nothing)
+        """Drop what the engine keeps of ``conversation`` (its evaluated prompt), e.g. when it is deleted."""
+
     def close(self) -> None:  # noqa: B027 (engines without outside resources have nothing to free)
         """Free what the engine holds beyond memory (connections, a server process)."""
 

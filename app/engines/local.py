@@ -222,6 +222,14 @@ class LocalEngine(Engine):
                 self._clean = state.clean
                 self.conversation_cache.put(conversation, state)
 
+    def forget(self, conversation: str) -> None:
+        """Drop the kept KV state of ``conversation``, and empty the KV cache if it holds it."""
+        with self.slot(blocking=True):
+            self.conversation_cache.discard(conversation)
+            if self._kv_owner == conversation:
+                self._llm.reset()
+                self._kv_owner = None
+
     def _prepare_kv(self, tokens: list[int], conversation: str | None) -> int:
         """Set the KV cache up for evaluating ``tokens``; how many of them it holds already.
 

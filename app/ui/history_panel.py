@@ -108,6 +108,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
         forget_exports({gone})
+        state.engine.forget(gone)
         if current is not None and current.id == gone:  # its text leaves the screen too
             return listing(), [], Conversation(), None
         return listing(), gr.skip(), gr.skip(), None
@@ -119,6 +120,8 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
         forget_exports(saved)
+        for conversation_id in saved:
+            state.engine.forget(conversation_id)
         if current is not None and current.id in saved:
             return listing(), [], Conversation(), None
         return listing(), gr.skip(), gr.skip(), None
