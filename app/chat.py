@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from app.demo_model import DEMO_SHA256
 from app.engines.base import ChatOptions, Engine, GenerationStats, NotSupported, Sampling
 from app.extraction import LETTERS, split_reasoning
 from app.gguf_metadata import printable
 from app.language import resolve_language
+from app.model_card import is_demo_hash, short_hash
 from app.prompts import Language, system_prompt
 from app.qa import CHAT_REPEAT_PENALTY, DEFAULT_MAX_TOKENS, Answer, Query, QuestionError, ask, validate
 from app.timestamps import utc_now
@@ -51,11 +51,11 @@ class Stamp:
 
     @property
     def short_hash(self) -> str:
-        return self.sha256[:12]
+        return short_hash(self.sha256)
 
     @property
     def is_demo(self) -> bool:
-        return self.sha256 == DEMO_SHA256
+        return is_demo_hash(self.sha256)
 
     def text(self) -> str:
         """One line, as ``jmedllm ask`` prints it: source, file, hash, quantization, device, speed, end."""

@@ -19,6 +19,16 @@ class ModelFileError(UserError, ValueError):
     """The path is missing, unreadable or not a GGUF model."""
 
 
+def short_hash(sha256: str) -> str:
+    """The first 12 hex digits of a model's sha256, as every model stamp shows it."""
+    return sha256[:12]
+
+
+def is_demo_hash(sha256: str) -> bool:
+    """Whether a model's sha256 is the embedded demo model's."""
+    return sha256 == DEMO_SHA256
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """Facts about one GGUF model file, shown next to every answer it produces."""
@@ -38,12 +48,12 @@ class ModelCard:
 
     @property
     def short_hash(self) -> str:
-        return self.sha256[:12]
+        return short_hash(self.sha256)
 
     @property
     def is_demo(self) -> bool:
         """The embedded demo model: too small for clinical use, and labelled as such."""
-        return self.sha256 == DEMO_SHA256
+        return is_demo_hash(self.sha256)
 
     @property
     def has_chat_template(self) -> bool:
