@@ -43,10 +43,9 @@ class LlamaServerEngine(ServedEngine):
         super().__init__(Endpoint(f"{process.base_url}/v1", process.api_key), slots=settings.parallel)
         self.card = card
         self.backend_version = f"llama-server {process.version}"
-        props = self._props()
         self.chat_template = (
-            ChatTemplate(card.chat_template, bos_token=str(props.get("bos_token") or ""),
-                         eos_token=str(props.get("eos_token") or ""))
+            ChatTemplate(card.chat_template, bos_token=str(self.props.get("bos_token") or ""),
+                         eos_token=str(self.props.get("eos_token") or ""))
             if card.chat_template
             else None
         )

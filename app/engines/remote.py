@@ -114,6 +114,7 @@ class ServedEngine(Engine):
         self.model_id = self._choose_model(ids)
         entry = next(m for m in listed if str(m.get("id")) == self.model_id)
         self.model_meta: dict[str, Any] = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+        self.props = self._props()  # llama-server's properties, asked once ({} from other servers)
         self._n_ctx = n_ctx or self._served_context(entry) or DEFAULT_CONTEXT
         self.backend_version = self._server_version()
 
@@ -131,12 +132,10 @@ class ServedEngine(Engine):
     def _served_context(self, entry: dict[str, Any]) -> int | None:
         """The per-request context: vLLM's ``max_model_len``, JMedLLM Desk's ``meta.n_ctx``, or
         llama-server's slot context from /props."""
-        meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
-        for value in (entry.get("max_model_len"), (meta or {}).get("n_ctx")):
+        for value in (entry.get("max_model_len"), self.model_meta.get("n_ctx")):
             if isinstance(value, int) and value > 0:
                 return value
-        props = self._props()
-        n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+        n_ctx = (self.props.get("default_generation_settings") or {}).get("n_ctx")
         return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
 
     def _props(self) -> dict[str, Any]:
@@ -147,7 +146,7 @@ class ServedEngine(Engine):
             return {}
 
     def _server_version(self) -> str:
-        build = self._props().get("build_info")
+        build = self.props.get("build_info")
         return f"llama-server {build}" if build else f"OpenAI-compatible server at {self.endpoint.url}"
 
     @property
