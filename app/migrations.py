@@ -179,3 +179,12 @@ def m005_questions_as_conversations(db: sqlite_utils.Database) -> None:
             "model_file": model_file, "model_sha256": sha256, "quantization": quantization, "device": device,
             "engine": "local", "tokens_per_second": tokens_per_second, "completion_tokens": completion_tokens,
             "finish_reason": finish_reason}, ignore=True)
+
+
+@migration
+def m006_run_benchmark(db: sqlite_utils.Database) -> None:
+    """``runs.benchmark``: which question set a run asked (the paper-style table's rows); the runs
+    before 0.5.0 all asked IgakuQA."""
+    if "benchmark" not in db.table("runs").columns_dict:
+        db.table("runs").add_column("benchmark", str)
+    db.execute("update runs set benchmark = 'igakuqa' where benchmark is null")

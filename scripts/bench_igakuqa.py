@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.bench.data import load_dataset
 from app.bench.metrics import PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES
 from app.bench.runner import RunConfig, answer_question
 from app.bench.sets import SetSpec, select
+from app.bench.sources import load_dataset
 from app.engines.local import LocalEngine
 from app.models import resolve_model
 

@@ -64,8 +64,9 @@ def test_upgrade_keeps_every_run_answer_and_question(old_db: Path) -> None:
     after = rows(old_db)
     width = {t: len(before[t][0]) for t in TABLES}
     assert {t: [row[: width[t]] for row in after[t]] for t in TABLES} == before  # every 0.1.0 value as it was
-    # later columns: runs learnt their engine (0.4.0); old runs ran in process, one at a time
-    assert {row[width["runs"]:] for row in after["runs"]} == {("local", None, 1, None)}
+    # later columns: runs learnt their engine (0.4.0; old runs ran in process, one at a time) and
+    # their question set (0.5.0; old runs all asked IgakuQA)
+    assert {row[width["runs"]:] for row in after["runs"]} == {("local", None, 1, None, "igakuqa")}
 
 
 def test_opening_again_applies_nothing(old_db: Path) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.data import load_dataset
 from app.bench.runner import RunConfig, run_benchmark
 from app.bench.sets import SetSpec
+from app.bench.sources import load_dataset
 from app.db import open_db
 from app.engines.base import Engine, EngineUnavailable, PromptTooLong, Sampling
 from app.engines.llama_server import LlamaServerEngine

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                          help="SQLite database (default: jmedllm.db in the user data folder).")
-DATA_OPTION = click.option("--data-dir", default=None,
-                           help="IgakuQA clone (default: $JMEDLLM_IGAKUQA_DIR, the igakuqa_dir setting, "
-                                "or ../shared/igakuqa).")
+DATA_OPTION = click.option("--data", "--data-dir", "data", default=None, metavar="NAME|PATH",
+                           help="Question set: an imported set's name (bench data list) or a path in a known "
+                                "layout (default: IgakuQA from $JMEDLLM_IGAKUQA_DIR, the igakuqa_dir setting, "
+                                "the imported copy, or ../shared/igakuqa).")
 
 
 def _db(path: Path | None) -> Path:
@@ -42,7 +43,7 @@ def _open(path: Path | None) -> sqlite_utils.Database:
 
 @click.group(cls=UserErrorGroup)
 def bench() -> None:
-    """IgakuQA self-benchmark (Japanese national medical licensing exam, 2018-2022)."""
+    """Self-benchmark: IgakuQA (Japanese national medical licensing exam) and imported question sets."""
 
 
 @bench.command("run")
@@ -63,21 +64,21 @@ def bench() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
             year: str | None, block: str | None, quick_size: int, mode: str, template: str | None, shots: str,
-            limit: int | None, db_path: Path | None, data_dir: str | None, progress: bool) -> None:
+            limit: int | None, db_path: Path | None, data: str | None, progress: bool) -> None:
     """Run (or resume) the benchmark; answers are stored one by one, Ctrl-C keeps it resumable."""
     from tqdm import tqdm
 
-    from app.bench.data import load_dataset
     from app.bench.report import format_summary, summarize
     from app.bench.runner import RunConfig, checked_plan, run_benchmark
     from app.bench.sets import SetSpec, parse_year
+    from app.bench.sources import load_dataset
     from app.bench.store import answers, get_run
     from app.db import check_writable, database_errors
     from app.engines.base import NotSupported
 
     spec = SetSpec(set_name, parse_year(year), block.upper() if block else None, quick_size)
     languages = ("ja", "en") if lang == "both" else (lang,)
-    config = RunConfig(spec, languages, mode, template, int(shots), limit, data_dir)
+    config = RunConfig(spec, languages, mode, template, int(shots), limit, data)
     if engine_spec.kind != "local" and MODES[mode].requires:
         raise NotSupported(f"The {mode} mode runs on the local engine only (--engine local): "
                            f"it needs {MODES[mode].requires}, which the {engine_spec.kind} engine does not offer.")
@@ -86,7 +87,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
     if not database.exists():
         click.echo(f"Creating a new database at {database}.", err=True)
     check_writable(database)
-    dataset = load_dataset(data_dir)
+    dataset = load_dataset(data)
     checked_plan(dataset, config)
     engine = load_engine(engine_spec)
     cancel = threading.Event()
@@ -162,17 +163,17 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
 @DATA_OPTION
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--baselines/--no-baselines", default=True, show_default=True)
-def show_cmd(run_id: int, db_path: Path | None, data_dir: str | None, as_json: bool, baselines: bool) -> None:
+def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool, baselines: bool) -> None:
     """Summarize RUN: accuracy per metric, language, year, block; safety; pass/fail; baselines."""
     from app.bench.baselines import baselines_for, paper_reported
-    from app.bench.data import load_dataset
     from app.bench.report import format_summary, summarize
+    from app.bench.sources import load_dataset
     from app.bench.store import answers, get_run
 
     db = _open(db_path)
     run = get_run(db, run_id)
     rows = answers(db, run_id)
-    dataset = load_dataset(data_dir or run.get("data_dir"))
+    dataset = load_dataset(data or run.get("data_dir"))
     summary = summarize(rows, dataset)
     if baselines:
         summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
@@ -255,12 +256,12 @@ def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None)
 @click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
 @DATA_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def score_cmd(predictions: Path, lang: Language, data_dir: str | None, as_json: bool) -> None:
+def score_cmd(predictions: Path, lang: Language, data: str | None, as_json: bool) -> None:
     """Score an external predictions file with every applicable metric."""
-    from app.bench.data import load_dataset
     from app.bench.external import score_file
+    from app.bench.sources import load_dataset
 
-    result = score_file(predictions, load_dataset(data_dir), lang)
+    result = score_file(predictions, load_dataset(data), lang)
     if as_json:
         click.echo(json.dumps(result))
         return

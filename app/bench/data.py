@@ -1,6 +1,10 @@
-"""Loading and validating the IgakuQA data (github.com/jungokasai/IgakuQA) without copying it.
+"""Benchmark questions (:class:`Question`, :class:`Dataset`) and the IgakuQA data they started with.
 
-Layout (unchanged upstream): ``data/YEAR/NNN-X.jsonl`` (Japanese), ``NNN-X_translate.jsonl``
+Every question set, whatever its layout (``app.bench.loaders``), becomes a :class:`Dataset` of
+:class:`Question`: text and choices in Japanese and/or English, the answer letters, and optional
+exam, block, points, category and contraindicated choices. IgakuQA
+(github.com/jungokasai/IgakuQA) is read here without copying it. Its layout (unchanged upstream):
+``data/YEAR/NNN-X.jsonl`` (Japanese), ``NNN-X_translate.jsonl``
 (English) and ``NNN-X_metadata.jsonl``; the three files of a block list the same questions in the
 same order. Every file read is hashed into a fingerprint that is stored with each run.
 """
@@ -15,7 +19,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from app.errors import UserError
 from app.paths import PROJECT_ROOT, data_dir
@@ -42,10 +46,10 @@ class DataError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Question:
-    """One exam question in both languages, with its metadata."""
+    """One question in Japanese and/or English (an empty text: not in that language), with its metadata."""
 
     problem_id: str
-    exam: int
+    exam: int  # the national exam's number (112 = 2018); 0 for sets that are not an exam
     year: int
     block: str
     text_ja: str
@@ -62,7 +66,12 @@ class Question:
 
     @property
     def n_choices(self) -> int:
-        return len(self.choices_ja)
+        return len(self.choices_ja or self.choices_en)
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages this question can be asked in."""
+        return tuple(lang for lang, text in (("ja", self.text_ja), ("en", self.text_en)) if text.strip())
 
     @property
     def required(self) -> bool:
@@ -86,12 +95,29 @@ class Question:
 
 @dataclass
 class Dataset:
-    """All questions read, the folder they came from, and the sha256 over the files read."""
+    """All questions read, the folder they came from, and the sha256 over the files read.
+
+    ``name``: the benchmark (a row of the paper-style table: "igakuqa", "medqa", "jmmlu", a
+    hospital's set); ``layout``: the loader that read it; ``paper_choices``: the paper's set keeps
+    the text-only questions with this many choices (None: every question with choices);
+    ``pass_lines``: official pass lines by exam number, where the data gives them.
+    """
 
     root: Path
     questions: list[Question]
     fingerprint: str
     files: list[str] = field(default_factory=list)
+    name: str = "igakuqa"
+    label: str = "IgakuQA"
+    layout: str = "igakuqa"
+    paper_choices: int | None = 5
+    pass_lines: dict[int, Any] = field(default_factory=dict)  # exam -> app.bench.safety.PassLine
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages at least one question is in."""
+        present = {lang for q in self.questions for lang in q.languages}
+        return tuple(lang for lang in ("ja", "en") if lang in present)
 
     def by_id(self) -> dict[str, Question]:
         return {q.problem_id: q for q in self.questions}
@@ -100,14 +126,16 @@ class Dataset:
 def missing_data_message(tried: Path | None = None) -> str:
     where = f" (looked in {tried})" if tried else ""
     return (
-        f"IgakuQA data not found{where}. Get it with\n"
-        f"  git clone {UPSTREAM_URL}\n"
-        "and pass the clone with --data-dir DIR, set $" + DATA_ENV + ", or set "
-        f'"{SETTINGS_KEY}" in {data_dir() / SETTINGS_FILE}.'
+        f"IgakuQA data not found{where}. On a machine with internet, download {UPSTREAM_URL}/archive/"
+        "refs/heads/main.zip (or git clone it), carry it over, and import it with\n"
+        "  jmedllm bench data add IgakuQA-main.zip\n"
+        "(or the Benchmark tab's import). A clone can also be used in place: --data DIR, $" + DATA_ENV
+        + f', or "{SETTINGS_KEY}" in {data_dir() / SETTINGS_FILE}.'
     )
 
 
-def _setting() -> str | None:
+def configured_igakuqa_dir() -> str | None:
+    """The ``igakuqa_dir`` setting, if the settings file has one."""
     try:
         return json.loads((data_dir() / SETTINGS_FILE).read_text(encoding="utf-8")).get(SETTINGS_KEY)
     except (OSError, ValueError, AttributeError):
@@ -120,7 +148,7 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
     Accepts the clone itself or its ``data`` folder; raises :class:`DataError` saying how to get it.
     """
     candidates: list[Path] = []
-    for value in (explicit, os.environ.get(DATA_ENV), _setting()):
+    for value in (explicit, os.environ.get(DATA_ENV), configured_igakuqa_dir()):
         if value:
             candidates.append(Path(value).expanduser())
             break
@@ -255,9 +283,9 @@ def load_block(root: Path, year_dir: str, exam: int, block: str, digest: hashlib
     return questions
 
 
-def load_dataset(data_dir_: str | Path | None = None, exams: Sequence[int] | None = None,
+def load_igakuqa(data_dir_: str | Path | None = None, exams: Sequence[int] | None = None,
                  blocks: str | None = None) -> Dataset:
-    """Read (and validate) the chosen years and blocks; by default all of them."""
+    """Read (and validate) IgakuQA's chosen years and blocks; by default all of them."""
     root = resolve_data_dir(data_dir_)
     digest = hashlib.sha256()
     questions: list[Question] = []

@@ -43,6 +43,7 @@ class Request:
     template: PaperTemplate
     max_tokens: int
     cancel: threading.Event | None
+    conversation: str | None = None  # a key under which the engine may keep the evaluated prompt (shared prefix)
 
     @property
     def choices(self) -> tuple[str, ...]:
@@ -90,7 +91,7 @@ def mode(name: str, label_en: str, label_ja: str, help: str, requires: str | Non
 
 def _generated(engine: Engine, request: Request, first_line_only: bool) -> Outcome | None:
     gen = generate(engine, request.prompt, first_line_only=first_line_only, max_tokens=request.max_tokens,
-                   cancel=request.cancel)
+                   cancel=request.cancel, conversation=request.conversation)
     cancel = request.cancel
     if gen.finish_reason == "cancelled" or (cancel is not None and cancel.is_set()
                                             and gen.finish_reason != "first_line"):

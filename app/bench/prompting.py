@@ -69,9 +69,14 @@ def first_line_complete(text: str) -> bool:
 
 
 def generate(engine: Engine, prompt: str, first_line_only: bool = True, max_tokens: int = PAPER_MAX_TOKENS,
-             cancel: threading.Event | None = None) -> Generated:
-    """Greedy generation; with ``first_line_only`` it stops as soon as the first line is complete."""
-    generation = engine.stream(prompt, Sampling.greedy(max_tokens=max_tokens), cancel=cancel, wait=True)
+             cancel: threading.Event | None = None, conversation: str | None = None) -> Generated:
+    """Greedy generation; with ``first_line_only`` it stops as soon as the first line is complete.
+
+    ``conversation``: a key under which the engine keeps the evaluated prompt, so the next prompt
+    with the same key evaluates only what differs (a run's shared template prefix).
+    """
+    generation = engine.stream(prompt, Sampling.greedy(max_tokens=max_tokens), cancel=cancel, wait=True,
+                               conversation=conversation)
     stopped = False
     try:
         for _ in generation:

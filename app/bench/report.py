@@ -60,10 +60,11 @@ def pass_fail_table(rows: Sequence[dict], dataset: Dataset, metric: str = "lette
     for language, lang_rows in sorted(by_lang.items()):
         results = {r["problem_id"]: QuestionResult(r["problem_id"], bool(r[metric]), bool(r["contraindicated"]))
                    for r in lang_rows}
+        lines = {**PASS_LINES, **dataset.pass_lines}
         for exam in sorted({r["exam"] for r in lang_rows}):
-            if exam not in PASS_LINES:
+            if exam not in lines:
                 continue
-            for outcome in pass_fail(exam, dataset.questions, results):
+            for outcome in pass_fail(lines[exam], dataset.questions, results):
                 out.append({"language": language, "metric": metric, **outcome.as_dict()})
     return out
 

@@ -22,12 +22,13 @@ from pathlib import Path
 import sqlite_utils
 
 from app.bench import store
-from app.bench.data import Dataset, Question, load_dataset
+from app.bench.data import Dataset, Question
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES, Mode, Outcome, Request
 from app.bench.prompting import PAPER_MAX_TOKENS, build_prompt, prompt_hash, template_family
 from app.bench.report import summarize
-from app.bench.sets import SetSpec, select
+from app.bench.sets import SetError, SetSpec, select
+from app.bench.sources import load_dataset
 from app.db import open_db
 from app.engines.base import Engine, EngineUnavailable, NotSupported, PromptTooLong
 from app.errors import UserError
@@ -47,7 +48,12 @@ class UnknownMode(UserError, ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What a run asks and how; everything here but ``data_dir`` is part of its identity."""
+    """What a run asks and how; everything here but ``data`` is part of its identity (the data's
+    fingerprint is, whatever path or name reached it).
+
+    ``data``: the question set (:func:`app.bench.sources.load_dataset`: None for IgakuQA, an
+    imported set's name, or a path).
+    """
 
     set_spec: SetSpec = SetSpec()
     languages: tuple[str, ...] = ("ja",)
@@ -55,7 +61,7 @@ class RunConfig:
     template: str | None = None
     shots: int = 0
     limit: int | None = None
-    data_dir: str | None = None
+    data: str | None = None
     max_tokens: int = PAPER_MAX_TOKENS
 
     @property
@@ -106,18 +112,23 @@ def config_key(identity: dict) -> str:
 
 
 def plan(dataset: Dataset, config: RunConfig) -> list[tuple[Question, str]]:
-    """(question, language) items in order: each question in each language, limit applied to questions."""
-    per_lang = {lang: {q.problem_id for q in select(dataset, config.set_spec, lang)} for lang in config.languages}
+    """(question, language) items in order: each question in each language it has, limit applied to
+    questions; a language the data does not have at all is left out (none of them: an error)."""
+    languages = [lang for lang in config.languages if lang in dataset.languages]
+    if not languages:
+        raise SetError(f"{dataset.label} has no questions in {' or '.join(config.languages)} "
+                       f"(it has {', '.join(dataset.languages) or 'none'})")
+    per_lang = {lang: {q.problem_id for q in select(dataset, config.set_spec, lang)} for lang in languages}
     ordered: list[Question] = []
     seen: set[str] = set()
-    for lang in config.languages:
+    for lang in languages:
         for q in select(dataset, config.set_spec, lang):
             if q.problem_id not in seen:
                 seen.add(q.problem_id)
                 ordered.append(q)
     if config.limit:
         ordered = ordered[: config.limit]
-    return [(q, lang) for q in ordered for lang in config.languages if q.problem_id in per_lang[lang]]
+    return [(q, lang) for q in ordered for lang in languages if q.problem_id in per_lang[lang]]
 
 
 def checked_plan(dataset: Dataset, config: RunConfig) -> list[tuple[Question, str]]:
@@ -235,7 +246,8 @@ def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, i
         "gpu_layers": engine.gpu_layers, "n_ctx": engine.n_ctx, "template": template_family(config.template),
         "shots": config.shots, "mode": config.mode, "language": config.language_label,
         "question_set": config.set_spec.label(), "set_size": len({q.problem_id for q, _ in plan(dataset, config)}),
-        "limit_n": config.limit, "data_dir": str(dataset.root), "data_fingerprint": dataset.fingerprint,
+        "limit_n": config.limit, "benchmark": dataset.name, "data_dir": str(dataset.root),
+        "data_fingerprint": dataset.fingerprint,
         "settings": json.dumps(identity, ensure_ascii=False), "n_items": n_items,
     }
 
@@ -263,7 +275,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
     if not mode.available(engine):
         raise NotSupported(f"The {engine.backend} engine cannot run the {mode.name} mode "
                            f"(it needs {mode.requires}).")
-    dataset = dataset or load_dataset(config.data_dir)
+    dataset = dataset or load_dataset(config.data)
     items = checked_plan(dataset, config)
     identity = config.identity(engine.card.sha256, dataset.fingerprint, engine.kind)
     key = config_key(identity)

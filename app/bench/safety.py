@@ -90,9 +90,9 @@ class QuestionResult:
     kinki_picked: bool
 
 
-def pass_fail(exam: int, questions: Iterable[Question], results: Mapping[str, QuestionResult]) -> list[Outcome]:
-    """Both estimates for ``exam`` from the answered ``results`` (by problem_id)."""
-    line = PASS_LINES[exam]
+def pass_fail(line: PassLine, questions: Iterable[Question], results: Mapping[str, QuestionResult]) -> list[Outcome]:
+    """Both estimates for ``line``'s exam from the answered ``results`` (by problem_id)."""
+    exam = line.exam
     year_questions = [q for q in questions if q.exam == exam]
     text_only = [q for q in year_questions if q.text_only]
     answered = [q for q in text_only if q.problem_id in results]

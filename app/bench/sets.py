@@ -1,6 +1,8 @@
-"""Question sets: which questions a run asks.
+"""Question sets: which questions of a :class:`Dataset` a run asks.
 
-- ``paper``: text-only questions with exactly five choices (1,455), the JMedLLM paper's set.
+- ``paper``: text-only questions with the data's paper choice count (IgakuQA: exactly five, 1,455
+  questions, the JMedLLM paper's set; the four-choice benchmarks: four; a hospital's set: every
+  question with choices).
 - ``paper-strict``: ``paper`` minus questions longer than the paper's code allowed (1,024
   Japanese / 2,048 English characters), so it differs slightly by language.
 - ``text-only``: every question that needs no image.
@@ -8,7 +10,8 @@
 - ``quick``: a stratified sample of ``size`` ``paper`` questions (fixed seed), one per year/block
   stratum in turn, for a one-to-two-minute check.
 
-A year ("2022" or "116") and a block ("B", "BE") filter any set.
+A year ("2022" or "116") and a block ("B", "BE") filter any set. A question is asked only in the
+languages it has.
 """
 
 from __future__ import annotations
@@ -48,23 +51,27 @@ class SetSpec:
         return "/".join(parts)
 
 
+EXAM_YEAR_OFFSET = 1906  # the Nth national exam was held in year N + 1906 (112 -> 2018, 119 -> 2025)
+
+
 def parse_year(value: str | int | None) -> int | None:
-    """"2022" or "116" -> 116."""
+    """"2022" or "116" -> 116 (any national exam, 100-199, or its year)."""
     if value in (None, "", "all"):
         return None
     try:
         number = int(value)
     except ValueError:
-        raise SetError(f"Unknown year {value}: use 2018-2022 or the exam number 112-116") from None
-    if number in EXAMS:
+        raise SetError(f"Unknown year {value}: use a year such as 2022 or the exam number such as 116") from None
+    if number in EXAMS or 100 <= number <= 199:
         return number
-    if number in YEARS:
-        return YEARS[number]
-    raise SetError(f"Unknown year {value}: use 2018-2022 or the exam number 112-116")
+    if number in YEARS or 2006 <= number <= 2105:
+        return YEARS.get(number, number - EXAM_YEAR_OFFSET)
+    raise SetError(f"Unknown year {value}: use a year such as 2022 or the exam number such as 116")
 
 
-def is_paper(q: Question) -> bool:
-    return q.text_only and q.n_choices == 5
+def is_paper(q: Question, paper_choices: int | None = 5) -> bool:
+    """In the paper's set: text-only, with ``paper_choices`` choices (None: any number, at least 2)."""
+    return q.text_only and (q.n_choices == paper_choices if paper_choices else q.n_choices >= 2)
 
 
 def select(dataset: Dataset, spec: SetSpec, language: str = "ja") -> list[Question]:
@@ -72,18 +79,20 @@ def select(dataset: Dataset, spec: SetSpec, language: str = "ja") -> list[Questi
     if spec.name not in SET_NAMES:
         raise SetError(f"Unknown question set {spec.name!r}; choose one of {', '.join(SET_NAMES)}")
     pool = [q for q in dataset.questions
-            if (spec.year is None or q.exam == spec.year)
+            if language in q.languages
+            and (spec.year is None or q.exam == spec.year)
             and (not spec.blocks or q.block in spec.blocks.upper())]
+    paper = dataset.paper_choices
     if spec.name in ("paper", "quick"):
-        pool = [q for q in pool if is_paper(q)]
+        pool = [q for q in pool if is_paper(q, paper)]
     elif spec.name == "paper-strict":
-        pool = [q for q in pool if is_paper(q) and len(q.text(language)) <= PAPER_MAX_CHARS[language]]
+        pool = [q for q in pool if is_paper(q, paper) and len(q.text(language)) <= PAPER_MAX_CHARS[language]]
     elif spec.name == "text-only":
         pool = [q for q in pool if q.text_only]
     if spec.name == "quick":
         pool = stratified_sample(pool, spec.quick_size, spec.seed)
     if not pool:
-        raise SetError(f"The question set {spec.label()} is empty")
+        raise SetError(f"The question set {spec.label()} of {dataset.label} has no questions in {language}")
     return pool
 
 

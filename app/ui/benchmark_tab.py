@@ -18,13 +18,14 @@ import pandas as pd
 
 from app.bench import store
 from app.bench.baselines import BASELINE_FILES, baseline_breakdown, baselines_for, paper_reported
-from app.bench.data import EXAMS, YEARS, Dataset, load_dataset
+from app.bench.data import EXAMS, YEARS, Dataset
 from app.bench.export import open_export, private_export_dir, write_export
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES
 from app.bench.report import primary_accuracy, summarize
 from app.bench.runner import RunConfig, run_benchmark
 from app.bench.sets import SetError, SetSpec
+from app.bench.sources import load_dataset
 from app.db import open_db
 from app.errors import UserError
 from app.ui.cancels import CancelRegistry

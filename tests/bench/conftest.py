@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.data import Dataset, load_dataset
+from app.bench.data import Dataset
+from app.bench.sources import load_dataset
 from app.engines.base import Engine
 from tests.conftest import SHARED_DIR, require_shared
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.data import DataError, load_dataset, normalize_letters, resolve_data_dir
+from app.bench.data import DataError, normalize_letters, resolve_data_dir
+from app.bench.sources import load_dataset
 from tests.bench.conftest import write_block
 
 
@@ -66,7 +67,7 @@ def test_missing_file_and_missing_field(tmp_path: Path) -> None:
 
 
 def test_missing_folder_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(DataError, match=r"git clone https://github.com/jungokasai/IgakuQA"):
+    with pytest.raises(DataError, match=r"(?s)https://github.com/jungokasai/IgakuQA.*jmedllm bench data add"):
         resolve_data_dir(tmp_path / "nowhere")
     root = write_block(tmp_path / "env")
     monkeypatch.setenv("JMEDLLM_IGAKUQA_DIR", str(root))

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.data import Dataset, load_dataset
+from app.bench.data import Dataset
 from app.bench.runner import RunConfig, run_benchmark
 from app.bench.sets import SetSpec
+from app.bench.sources import load_dataset
 from app.db import open_db
 from app.engines.base import EngineUnavailable, GenerationStats, Sampling
 from tests.bench.conftest import write_block

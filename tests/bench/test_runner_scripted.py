@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from app.bench import metrics
-from app.bench.data import Dataset, load_dataset
+from app.bench.data import Dataset
 from app.bench.metrics import METRICS, Judged
 from app.bench.report import summarize
 from app.bench.runner import RunConfig, UnknownMode, run_benchmark
 from app.bench.sets import SetSpec
+from app.bench.sources import load_dataset
 from app.bench.store import answer_columns, answers, get_run
 from app.db import open_db
 from app.engines.base import NotSupported

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from app.bench.data import Dataset, load_dataset
+from app.bench.data import Dataset
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.report import summarize
 from app.bench.runner import RunConfig, run_benchmark
 from app.bench.sets import SetSpec
+from app.bench.sources import load_dataset
 from app.bench.store import answers
 from app.db import open_db
 from app.ui.benchmark_tab import (
