@@ -81,4 +81,5 @@ def load_path(path: Path, layout: str | None = None) -> Dataset:
     return chosen.load(set_path)
 
 
-from app.bench.loaders import igakuqa  # noqa: E402,F401  (registers the layouts, in detection order)
+# registers the layouts, in detection order (the own format last: upstream layouts win)
+from app.bench.loaders import harness, igakuqa, igakuqa119, jmedbench, mmlu, question_set  # noqa: E402,F401
