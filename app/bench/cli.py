@@ -10,36 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import sqlite_utils
 
+from app.bench.cli_options import DATA_OPTION, DB_OPTION, database_path, open_for_reading
+from app.bench.data_cli import data
 from app.bench.metrics import PRIMARY, metric_choices
 from app.bench.modes import DEFAULT_MODE, MODES, mode_help
+from app.bench.table_cli import table
 from app.cli import UserErrorGroup, engine_options, load_engine
 
 if TYPE_CHECKING:
     from app.engines.factory import EngineSpec
     from app.prompts import Language
-
-DB_OPTION = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                         help="SQLite database (default: jmedllm.db in the user data folder).")
-DATA_OPTION = click.option("--data", "--data-dir", "data", default=None, metavar="NAME|PATH",
-                           help="Question set: an imported set's name (bench data list) or a path in a known "
-                                "layout (default: IgakuQA from $JMEDLLM_IGAKUQA_DIR, the igakuqa_dir setting, "
-                                "the imported copy, or ../shared/igakuqa).")
-
-
-def _db(path: Path | None) -> Path:
-    from app.db import default_db_path
-
-    return path or default_db_path()
-
-
-def _open(path: Path | None) -> sqlite_utils.Database:
-    """Open the database to read it: a --db that does not exist is an error (a typo), never a new file."""
-    from app.db import open_db
-
-    return open_db(_db(path), create=path is None)
-
 
 @click.group(cls=UserErrorGroup)
 def bench() -> None:
@@ -82,7 +63,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
     if engine_spec.kind != "local" and MODES[mode].requires:
         raise NotSupported(f"The {mode} mode runs on the local engine only (--engine local): "
                            f"it needs {MODES[mode].requires}, which the {engine_spec.kind} engine does not offer.")
-    database = _db(db_path)
+    database = database_path(db_path)
     # Everything that can fail fast is checked before the model loads: database, data, set, template.
     if not database.exists():
         click.echo(f"Creating a new database at {database}.", err=True)
@@ -124,7 +105,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
         engine.close()
     if last is None:
         return
-    db = _open(database)
+    db = open_for_reading(database)
     run = get_run(db, last.run_id)
     click.echo(format_summary(run, summarize(answers(db, last.run_id), dataset)))
     if run["status"] != "complete":
@@ -140,7 +121,7 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
     from app.bench.report import primary_accuracy
     from app.bench.store import list_runs
 
-    runs = list_runs(_open(db_path))
+    runs = list_runs(open_for_reading(db_path))
     if as_json:
         click.echo(json.dumps(runs, ensure_ascii=False, indent=1))
         return
@@ -148,12 +129,12 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
         click.echo("No benchmark runs yet. Start one with: jmedllm bench run --set quick")
         return
     click.echo(f"{'id':>4}  {'started (UTC)':<25} {'status':<11} {'model':<36} {'mode':<8} {'lang':<4} "
-               f"{'set':<18} {'done':>9}  {PRIMARY}")
+               f"{'benchmark':<12} {'set':<18} {'done':>9}  {PRIMARY}")
     for r in runs:
         acc = primary_accuracy(r)
         acc_s = f"{acc * 100:.1f}%" if acc is not None else "-"
         click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} {str(r['model_file'])[:36]:<36} "
-                   f"{r['mode']:<8} {r['language']:<4} {r['question_set']:<18} "
+                   f"{r['mode']:<8} {r['language']:<4} {str(r['benchmark'])[:12]:<12} {r['question_set']:<18} "
                    f"{str(r['n_answered']) + '/' + str(r['n_items']):>9}  {acc_s}")
 
 
@@ -170,11 +151,12 @@ def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool,
     from app.bench.sources import load_dataset
     from app.bench.store import answers, get_run
 
-    db = _open(db_path)
+    db = open_for_reading(db_path)
     run = get_run(db, run_id)
     rows = answers(db, run_id)
     dataset = load_dataset(data or run.get("data_dir"))
     summary = summarize(rows, dataset)
+    baselines = baselines and dataset.layout == "igakuqa"  # IgakuQA's published predictions and the paper's figures
     if baselines:
         summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
         summary["paper_reported"] = paper_reported()
@@ -204,7 +186,7 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
     from app.bench.compare import compare_answers
     from app.bench.store import answers, get_run
 
-    db = _open(db_path)
+    db = open_for_reading(db_path)
     get_run(db, run_a)
     get_run(db, run_b)
     result = compare_answers(answers(db, run_a), answers(db, run_b), metric)
@@ -240,7 +222,7 @@ def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None)
     from app.bench.export import open_export, write_export
     from app.bench.store import get_run
 
-    db = _open(db_path)
+    db = open_for_reading(db_path)
     run = get_run(db, run_id)
     handle = open_export(output) if output else sys.stdout
     try:
@@ -269,3 +251,5 @@ def score_cmd(predictions: Path, lang: Language, data: str | None, as_json: bool
         click.echo(f"{metric:<14} {t['correct']}/{t['total']} = {t['accuracy'] * 100:.2f}%")
 
 
+bench.add_command(data)
+bench.add_command(table)

@@ -63,6 +63,7 @@ class Question:
     kinki: tuple[str, ...] = ()
     human_accuracy: float | None = None
     source: str = ""  # "2022/116-A.jsonl:71"
+    explanation: str = ""  # a question bank's explanation of the answer (never shown to the model)
 
     @property
     def n_choices(self) -> int:
@@ -75,7 +76,7 @@ class Question:
 
     @property
     def required(self) -> bool:
-        return self.block in REQUIRED_BLOCKS
+        return bool(self.block) and self.block in REQUIRED_BLOCKS
 
     @property
     def section(self) -> str:

@@ -93,7 +93,8 @@ def format_summary(run: dict, summary: dict[str, Any]) -> str:
     lines = [
         f"Run {run['id']}: {run['model_file']} "
         f"({run.get('quantization') or '?'}, sha256 {str(run['model_sha256'])[:12]})",
-        f"  {run['mode']} · {run['language']} · set {run['question_set']} · template {run['template']} · "
+        f"  {run.get('benchmark') or 'igakuqa'} · {run['mode']} · {run['language']} · set {run['question_set']} · "
+        f"template {run['template']} · "
         f"{run['shots']}-shot · {run['status']} · {run['n_answered']}/{run['n_items']} answered",
         f"  {run['device']} · {run['backend']} {run['backend_version']} · data {str(run['data_fingerprint'])[:12]}",
         f"  engine {run.get('engine') or 'local'}{' at ' + run['endpoint'] if run.get('endpoint') else ''} · "
@@ -112,10 +113,10 @@ def format_summary(run: dict, summary: dict[str, Any]) -> str:
     lines.append(f"  Questions with a contraindicated (禁忌) choice picked: {summary['contraindicated_questions']}")
     lines.append(f"  Points (letter match): {summary['points']['got']}/{summary['points']['total']}")
     lines.append("")
-    lines.append(f"By year ({PRIMARY}): " + ", ".join(
-        f"{k} {v['accuracy'] * 100:.1f}% ({v['total']})" for k, v in summary["by_year"].items() if v["total"]))
-    lines.append(f"By block ({PRIMARY}): " + ", ".join(
-        f"{k} {v['accuracy'] * 100:.1f}%" for k, v in summary["by_block"].items() if v["total"]))
+    for title, groups in (("year", summary["by_year"]), ("block", summary["by_block"])):
+        parts = [f"{k} {v['accuracy'] * 100:.1f}% ({v['total']})" for k, v in groups.items() if v["total"] and k]
+        if parts:  # sets that are not a national exam have neither years nor blocks
+            lines.append(f"By {title} ({PRIMARY}): " + ", ".join(parts))
     if summary.get("pass_fail"):
         lines.append("")
         lines.append("NMLE pass/fail (letter match; required B+E, general+clinical A+C+D+F, kinki <= 3):")

@@ -1,0 +1,81 @@
+"""``jmedllm bench data``: import question sets for offline use (a folder, a file or GitHub's zip), list, remove."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from app.cli import UserErrorGroup
+
+BAR_FROM_BYTES = 8 * 1024**2  # smaller imports finish before a bar says anything
+
+
+@click.group("data", cls=UserErrorGroup)
+def data() -> None:
+    """Question sets copied into the data folder: IgakuQA's zip from GitHub, other layouts, your own."""
+
+
+@data.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Name to import it under (default: the set's own, e.g. igakuqa).")
+@click.option("--replace", is_flag=True, help="Replace an imported set of the same name (once the new one is read).")
+def add_cmd(path: Path, name: str | None, replace: bool) -> None:
+    """Import a set: a folder, a file or a zip.
+
+    PATH is a folder, a question file, or the zip GitHub serves for a repository (IgakuQA-main.zip,
+    downloaded on another machine): checked, validated and copied into the data folder."""
+    from tqdm import tqdm
+
+    from app.bench.importing import add
+
+    bar: tqdm | None = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="Copying", file=sys.stderr,
+                       disable=total < BAR_FROM_BYTES, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        added = add(path, name, on_progress, replace)
+    finally:
+        if bar is not None:
+            bar.close()
+    for entry in added:
+        click.echo(f"Imported {entry.name}: {entry.label}, {entry.questions:,} questions "
+                   f"({', '.join(entry.languages)}), layout {entry.layout}, fingerprint {entry.fingerprint[:12]}.")
+        click.echo(f"  Run it with: jmedllm bench run --data {entry.name}")
+
+
+@data.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json: bool) -> None:
+    """List the imported question sets."""
+    from app.bench.library import entries
+
+    found = entries()
+    if as_json:
+        click.echo(json.dumps([e.as_dict() for e in found], ensure_ascii=False, indent=1))
+        return
+    if not found:
+        click.echo("No imported question sets yet. Import one with: jmedllm bench data add PATH")
+        return
+    click.echo(f"{'name':<20} {'label':<24} {'layout':<12} {'lang':<6} {'questions':>9}  {'fingerprint':<12}  "
+               f"{'added (UTC)':<25} source")
+    for e in found:
+        click.echo(f"{e.name:<20} {e.label[:24]:<24} {e.layout:<12} {','.join(e.languages):<6} {e.questions:>9,}  "
+                   f"{e.fingerprint[:12]:<12}  {e.added_at:<25} {e.source}")
+
+
+@data.command("remove")
+@click.argument("name")
+def remove_cmd(name: str) -> None:
+    """Delete an imported set (runs made with it stay in the database)."""
+    from app.bench.importing import remove
+
+    entry = remove(name)
+    click.echo(f"Removed {entry.name} ({entry.label}, {entry.questions:,} questions).")

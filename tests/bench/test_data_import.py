@@ -1,0 +1,313 @@
+"""``bench data add/list/remove``: GitHub-style zips, folders and files imported into the data folder,
+and every bad archive refused with nothing written. All inputs are written by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import struct
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.bench import importing, library
+from app.bench.data import DATA_ENV, DataError, Dataset, Question
+from app.bench.importing import ImportRefused, add, remove
+from app.bench.loaders import LOADERS, Loader
+from app.bench.sources import load_dataset
+from tests.bench.conftest import write_block
+from tests.conftest import assert_clean_error, run_cli
+
+
+@pytest.fixture(autouse=True)
+def data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh data folder per test, and no IgakuQA clone configured (the imported copy is the default)."""
+    monkeypatch.setenv("JMEDLLM_DATA_DIR", str(tmp_path / "appdata"))
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    return tmp_path / "appdata"
+
+
+def clone(root: Path, **overrides: list[str]) -> Path:
+    """A tiny IgakuQA clone: data/2022 (six blocks of three questions), a baseline file and a README."""
+    write_block(root, 116, "A", 3, **overrides)
+    (root / "baseline_results/2022").mkdir(parents=True)
+    (root / "baseline_results/2022/116-A_gpt4.jsonl").write_text('{"problem_id": "116A1", "prediction": "a"}\n')
+    (root / "README.md").write_text("# IgakuQA\n")
+    return root
+
+
+def github_zip(folder: Path, target: Path, top: str = "IgakuQA-main") -> Path:
+    """``folder`` zipped the way GitHub serves a repository: everything under ``top/``, folders listed."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{top}/", "")
+        for path in sorted(folder.rglob("*")):
+            arcname = f"{top}/{path.relative_to(folder).as_posix()}"
+            if path.is_dir():
+                zf.writestr(arcname + "/", "")
+            else:
+                zf.write(path, arcname)
+    return target
+
+
+def zip_of(target: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(target, "w", compression) as zf:
+        for name, content in members.items():
+            zf.writestr(zipfile.ZipInfo(name), content, compress_type=compression)
+    return target
+
+
+def declare_size(archive: Path, size: int) -> None:
+    """Rewrite the central directory's uncompressed size of every entry (what zipfile trusts)."""
+    raw = bytearray(archive.read_bytes())
+    at = raw.find(b"PK\x01\x02")
+    while at != -1:
+        struct.pack_into("<I", raw, at + 24, size)
+        at = raw.find(b"PK\x01\x02", at + 4)
+    archive.write_bytes(bytes(raw))
+
+
+def listing() -> list[str]:
+    root = library.library_dir()
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_github_zip_is_imported_and_becomes_the_default_igakuqa(tmp_path: Path) -> None:
+    source = clone(tmp_path / "src")
+    archive = github_zip(source, tmp_path / "IgakuQA-main.zip")
+    progress: list[tuple[int, int]] = []
+    [entry] = add(archive, on_progress=lambda done, total: progress.append((done, total)))
+
+    assert (entry.name, entry.layout, entry.set_path, entry.questions) == ("igakuqa", "igakuqa", "IgakuQA-main", 18)
+    assert entry.languages == ("ja", "en") and entry.source == str(archive.resolve())
+    assert entry.fingerprint == load_dataset(source).fingerprint
+    assert progress and progress[-1][0] == progress[-1][1]
+    assert library.find("igakuqa") == entry == library.entries()[0]
+    for ref in ("igakuqa", None):
+        dataset = load_dataset(ref)
+        assert dataset.root == entry.path and len(dataset.questions) == 18
+        assert dataset.fingerprint == entry.fingerprint
+    assert (entry.path / "baseline_results/2022/116-A_gpt4.jsonl").exists()  # the whole clone is kept
+    assert json.loads((entry.folder / library.MANIFEST).read_text())["fingerprint"] == entry.fingerprint
+    for path in [entry.folder, *entry.folder.rglob("*")]:
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+    assert not [p for p in library.library_dir().iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_folder_and_data_folder_imports(tmp_path: Path) -> None:
+    source = clone(tmp_path / "IgakuQA")
+    [entry] = add(source, name="mine")
+    assert (entry.name, entry.set_path, entry.source) == ("mine", "IgakuQA", str(source.resolve()))
+    [again] = add(source / "data", name="from-data")  # the clone's data folder means the clone
+    assert again.set_path == "IgakuQA" and again.fingerprint == entry.fingerprint
+    assert load_dataset("mine").fingerprint == entry.fingerprint
+    assert [e.name for e in library.entries()] == ["from-data", "mine"]
+
+
+def test_an_existing_name_needs_replace_and_is_replaced_only_by_a_valid_set(tmp_path: Path) -> None:
+    first = clone(tmp_path / "one")
+    [old] = add(first)
+    with pytest.raises(ImportRefused, match="already called igakuqa; add --replace"):
+        add(first)
+    broken = clone(tmp_path / "two", _translate=['{"problem_id": "116A1", '])
+    with pytest.raises(ImportRefused, match=r"116-A_translate\.jsonl:1: malformed JSON"):
+        add(broken, replace=True)
+    assert library.find("igakuqa") == old and load_dataset("igakuqa").fingerprint == old.fingerprint
+    second = clone(tmp_path / "three")
+    (second / "data/2022/116-A_metadata.jsonl").write_text(
+        (second / "data/2022/116-A_metadata.jsonl").read_text().replace('"test"', '"changed"'))
+    [new] = add(second, replace=True)
+    assert new.fingerprint != old.fingerprint and library.entries() == [new]
+    assert load_dataset(None).fingerprint == new.fingerprint
+
+
+def _tiny_loader(path: Path) -> Dataset:
+    raw = path.read_bytes()
+    rows = [json.loads(line) for line in raw.decode().splitlines()]
+    questions = [Question(r["id"], 0, 0, "", r["q"], tuple(r["choices"]), "", (), (r["answer"],), 1, True)
+                 for r in rows]
+    return Dataset(path, questions, hashlib.sha256(raw).hexdigest(), [path.name], name="tiny", label="Tiny set",
+                   layout="tiny-test", paper_choices=None)
+
+
+def test_a_single_file_set_is_copied_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(LOADERS, "tiny-test", Loader(
+        "tiny-test", "test layout", lambda p: [p] if p.is_file() and p.suffix == ".tiny" else [], _tiny_loader))
+    path = tmp_path / "bank.tiny"
+    path.write_text(json.dumps({"id": "q1", "q": "問題", "choices": ["あ", "い"], "answer": "a"}) + "\n")
+    (tmp_path / "other.txt").write_text("not copied")
+    [entry] = add(path)
+    assert (entry.name, entry.layout, entry.set_path, entry.languages) == ("tiny", "tiny-test", "bank.tiny", ("ja",))
+    assert sorted(p.name for p in (entry.folder / library.FILES).iterdir()) == ["bank.tiny"]
+    assert load_dataset("tiny").questions[0].problem_id == "q1"
+
+
+def test_sets_that_fail_are_all_reported_with_file_and_line(tmp_path: Path) -> None:
+    bad_line = ['{"problem_id": "116A1", "problem_text_en": ']
+    clone(tmp_path / "src/a", _translate=bad_line)
+    clone(tmp_path / "src/b", _metadata=["[]"])
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((tmp_path / "src").rglob("*.jsonl")):
+            zf.write(path, f"{path.relative_to(tmp_path / 'src').as_posix()}")
+    before = listing()
+    with pytest.raises(ImportRefused) as caught:
+        add(archive)
+    message = str(caught.value)
+    assert "two.zip: a (igakuqa): 2022/116-A_translate.jsonl:1: malformed JSON" in message
+    assert "two.zip: b (igakuqa): 2022/116-A_metadata.jsonl:1: not an object with a problem_id" in message
+    assert listing() == before
+
+
+def _truncated(tmp_path: Path) -> Path:
+    good = github_zip(clone(tmp_path / "src"), tmp_path / "good.zip")
+    target = tmp_path / "IgakuQA-main.zip"
+    target.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    return target
+
+
+def _symlink(tmp_path: Path) -> Path:
+    info = zipfile.ZipInfo("IgakuQA-main/data")
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    target = tmp_path / "link.zip"
+    with zipfile.ZipFile(target, "w") as zf:
+        zf.writestr(info, "/etc")
+    return target
+
+
+def _declared_bomb(tmp_path: Path) -> Path:
+    target = zip_of(tmp_path / "bomb.zip", {"IgakuQA-main/big.jsonl": b"x" * 100}, zipfile.ZIP_STORED)
+    declare_size(target, 3 * 1024**3)
+    return target
+
+
+def _lying_header(tmp_path: Path) -> Path:
+    """8 MiB of zeros that the header declares as 100 bytes: passes the declared checks, caught unpacking."""
+    target = zip_of(tmp_path / "liar.zip", {"IgakuQA-main/big.jsonl": bytes(8 * 1024**2)})
+    declare_size(target, 100)
+    return target
+
+
+def _empty_folder(tmp_path: Path) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def _text_file(tmp_path: Path) -> Path:
+    (tmp_path / "notes.txt").write_text("just some notes\n")
+    return tmp_path / "notes.txt"
+
+
+def _renamed_text(tmp_path: Path) -> Path:
+    (tmp_path / "IgakuQA-main.zip").write_text("<html>404 Not Found</html>\n")
+    return tmp_path / "IgakuQA-main.zip"
+
+
+REFUSALS: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "renamed text file": (_renamed_text, r"IgakuQA-main\.zip: not a zip archive, or a damaged \(truncated\?\) one"),
+    "truncated zip": (_truncated, "not a zip archive, or a damaged"),
+    "traversal": (lambda t: zip_of(t / "evil.zip", {"IgakuQA-main/../../evil": b"x"}),
+                  r"unsafe entries: IgakuQA-main/\.\./\.\./evil \(goes outside the archive's folder\)"),
+    "backslash traversal": (lambda t: zip_of(t / "evil.zip", {"..\\evil": b"x"}), "goes outside"),
+    "absolute path": (lambda t: zip_of(t / "abs.zip", {"/etc/evil": b"x"}), r"/etc/evil \(an absolute path\)"),
+    "symlink": (_symlink, r"IgakuQA-main/data \(a symbolic link\)"),
+    "declared bomb": (_declared_bomb, r"bomb\.zip: unpacks to 3\.0 GiB, more than 2\.0 GiB"),
+    "ratio bomb": (lambda t: zip_of(t / "zeros.zip", {"a/z.jsonl": bytes(8 * 1024**2)}),
+                   r"a/z\.jsonl unpacks \d+ times its packed size \(a zip bomb\?\)"),
+    "lying header": (_lying_header, r"big\.jsonl is damaged \(Bad CRC-32"),
+    "wrong layout zip": (lambda t: zip_of(t / "repo.zip", {"repo-main/README.md": b"# hi"}),
+                         "repo.zip: no question set in a known layout in the archive. Known layouts:\n  harness:"),
+    "empty zip": (lambda t: zip_of(t / "nothing.zip", {}), "nothing.zip is empty"),
+    "missing path": (lambda t: t / "nowhere", "nowhere: no such file or folder"),
+    "empty folder": (_empty_folder, "empty is empty: no question set to import"),
+    "unknown file": (_text_file, r"notes\.txt: no question set in a known layout"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refused_with_nothing_written(tmp_path: Path, case: str) -> None:
+    make, message = REFUSALS[case]
+    path = make(tmp_path)
+    before = listing()
+    with pytest.raises(ImportRefused, match=message):
+        add(path)
+    assert listing() == before == []
+
+
+def test_limits_on_files_and_single_file_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importing, "MAX_FILES", 5)
+    many = zip_of(tmp_path / "many.zip", {f"r/{i}.jsonl": b"{}" for i in range(6)})
+    with pytest.raises(ImportRefused, match="many.zip: 6 entries, more than 5"):
+        add(many)
+    with pytest.raises(ImportRefused, match="more than 5 files"):
+        add(clone(tmp_path / "clone"))
+    monkeypatch.setattr(importing, "MAX_FILE_BYTES", 10)
+    with pytest.raises(ImportRefused, match=r"huge\.jsonl: 0\.0 MiB, too large for a question file"):
+        add(_text_file(tmp_path).rename(tmp_path / "huge.jsonl"))
+    assert listing() == []
+
+
+def test_links_in_a_folder(tmp_path: Path) -> None:
+    source = clone(tmp_path / "src")
+    (tmp_path / "notes.md").write_text("outside the clone")
+    (source / "NOTES.md").symlink_to(tmp_path / "notes.md")
+    [entry] = add(source)
+    copied = entry.path / "NOTES.md"
+    assert not copied.is_symlink() and copied.read_text() == "outside the clone"  # a linked file is copied
+    (source / "more").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ImportRefused, match=r"src/more is a link to a folder"):
+        add(source, replace=True)
+
+
+def test_bad_names_and_sets_named_twice(tmp_path: Path) -> None:
+    source = clone(tmp_path / "src")
+    with pytest.raises(ImportRefused, match="Invalid name 'Bad Name'"):
+        add(source, name="Bad Name")
+    archive = tmp_path / "two.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for top in ("x", "y"):
+            for path in sorted(source.rglob("*.jsonl")):
+                zf.write(path, f"{top}/{path.relative_to(source).as_posix()}")
+    with pytest.raises(ImportRefused, match="holds 2 question sets and --name names one"):
+        add(archive, name="one")
+    assert [e.name for e in add(archive)] == ["igakuqa-x", "igakuqa-y"]
+
+
+def test_leftovers_of_a_killed_import_are_cleaned(tmp_path: Path) -> None:
+    leftover = library.library_dir() / ".import-killed"
+    (leftover / "in").mkdir(parents=True)
+    (leftover / "in/half.jsonl").write_text("{")
+    assert library.entries() == []  # never listed
+    add(clone(tmp_path / "src"))
+    assert not leftover.exists()
+
+
+def test_remove(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"No imported set named 'igakuqa' \(imported: none\)"):
+        remove("igakuqa")
+    [entry] = add(clone(tmp_path / "src"), name="kept")
+    assert remove("kept") == entry
+    assert library.entries() == [] and listing() == []
+
+
+def test_cli_add_list_remove(tmp_path: Path) -> None:
+    archive = github_zip(clone(tmp_path / "src"), tmp_path / "IgakuQA-main.zip")
+    result = run_cli("bench", "data", "add", str(archive))
+    assert result.returncode == 0, result.stderr
+    assert "Imported igakuqa: IgakuQA, 18 questions (ja, en), layout igakuqa" in result.stdout
+    assert "jmedllm bench run --data igakuqa" in result.stdout
+    assert_clean_error(run_cli("bench", "data", "add", str(archive)), "already called igakuqa", "--replace")
+    assert run_cli("bench", "data", "add", str(archive), "--replace").returncode == 0
+    evil = zip_of(tmp_path / "evil.zip", {"../evil": b"x"})
+    assert_clean_error(run_cli("bench", "data", "add", str(evil)), "evil.zip: refused, unsafe entries: ../evil")
+    listed = run_cli("bench", "data", "list")
+    assert listed.returncode == 0 and "igakuqa" in listed.stdout and "IgakuQA-main.zip" in listed.stdout
+    [row] = json.loads(run_cli("bench", "data", "list", "--json").stdout)
+    assert (row["name"], row["questions"], row["languages"]) == ("igakuqa", 18, ["ja", "en"])
+    assert "Removed igakuqa" in run_cli("bench", "data", "remove", "igakuqa").stdout
+    assert_clean_error(run_cli("bench", "data", "remove", "igakuqa"), "No imported set named 'igakuqa'")
+    assert "No imported question sets yet" in run_cli("bench", "data", "list").stdout
+
