@@ -77,10 +77,12 @@ def find(name: str) -> Entry | None:
 
 
 def open_entry(entry: Entry) -> Dataset:
-    """Read an imported set (validated again); named as imported."""
+    """Read an imported set (validated again); named as imported (``--name``), which is the benchmark
+    its runs record."""
     if not entry.path.exists():
         raise DataError(f"The imported set {entry.name} is damaged ({entry.path} is missing); remove it with "
                         f"jmedllm bench data remove {entry.name} and import it again")
     dataset = load_path(entry.path, entry.layout)
     dataset.root = entry.path
+    dataset.name = entry.name
     return dataset

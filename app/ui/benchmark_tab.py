@@ -1,11 +1,15 @@
-"""The Benchmark tab: one button runs the IgakuQA self-benchmark on the loaded model.
+"""The Benchmark tab: one button runs the self-benchmark on the loaded model.
 
-Quick check, the paper's set, or a full year; Japanese and/or English; generate or log-likelihood
-mode. Live progress (running accuracy, time left), Stop (the run stays resumable: pressing the
-button again with the same settings continues it), the results, plots against the baselines, the
-history of runs, pass/fail per year with its parts, and CSV export.
+IgakuQA or an imported question set (the chooser, and the import when there is no data:
+:mod:`app.ui.bench_data_panel`); IgakuQA's quick check, paper's set or a full year, another set's
+quick check or all of it; Japanese and/or English; generate or log-likelihood mode. Live progress
+(running accuracy, time left), Stop (the run stays resumable: pressing the button again with the
+same settings continues it), the results, plots against the baselines (IgakuQA), the history of
+runs, pass/fail per year with its parts, CSV export, and the paper-style table of chosen runs
+(:mod:`app.ui.bench_table_view`).
 
-The button's API name is ``self_benchmark`` with inputs (set_name, languages, mode, limit).
+The button's API name is ``self_benchmark`` with inputs (set_name, languages, mode, limit, data);
+``data`` (the set's name, default ``igakuqa``) came last, so callers that pass four still run IgakuQA.
 """
 
 from __future__ import annotations
@@ -20,24 +24,23 @@ from app.bench import store
 from app.bench.baselines import BASELINE_FILES, baseline_breakdown, baselines_for, paper_reported
 from app.bench.data import EXAMS, YEARS, Dataset
 from app.bench.export import open_export, private_export_dir, write_export
+from app.bench.library import NAME_PATTERN
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES
 from app.bench.report import primary_accuracy, summarize
 from app.bench.runner import RunConfig, run_benchmark
 from app.bench.sets import SetError, SetSpec
-from app.bench.sources import load_dataset
+from app.bench.sources import DEFAULT_SET
 from app.db import open_db
 from app.errors import UserError
+from app.ui.bench_data_panel import IGAKUQA_SET_CHOICES, LANG_CHOICES, DataPanel, DatasetCache
+from app.ui.bench_table_view import TableView
 from app.ui.cancels import CancelRegistry
 from app.ui.i18n import t
 from app.ui.labels import Labeler
 from app.ui.state import AppState
 
-SET_CHOICES = [("Quick check (20) / クイック", "quick"), ("Paper's set (1,455) / 論文セット", "paper")] + [
-    (f"Full year {year} / {year}年 全問", str(year)) for year in sorted(YEARS)
-]
 MODE_CHOICES = [(f"{m.label_en} / {m.label_ja}", m.name) for m in MODES.values() if m.in_ui]
-LANG_CHOICES = [("日本語", "ja"), ("English", "en")]
 PRIMARY_COLUMN = f"{PRIMARY} %"
 
 
@@ -128,7 +131,7 @@ def comparison_frame(rows: list[dict], dataset: Dataset, key: str,
 
 
 def runs_frame(db_path: Path) -> pd.DataFrame:
-    cols = ["id", "started_at", "status", "model_file", "mode", "language", "question_set", "answered",
+    cols = ["id", "started_at", "status", "model_file", "benchmark", "mode", "language", "question_set", "answered",
             PRIMARY_COLUMN]
     if not Path(db_path).exists():
         return pd.DataFrame(columns=cols)
@@ -138,7 +141,8 @@ def runs_frame(db_path: Path) -> pd.DataFrame:
         for r in store.list_runs(db):
             acc = primary_accuracy(r)
             out.append({"id": r["id"], "started_at": r["started_at"], "status": r["status"],
-                        "model_file": r["model_file"], "mode": r["mode"], "language": r["language"],
+                        "model_file": r["model_file"], "benchmark": r.get("benchmark") or DEFAULT_SET,
+                        "mode": r["mode"], "language": r["language"],
                         "question_set": r["question_set"], "answered": f"{r['n_answered']}/{r['n_items']}",
                         PRIMARY_COLUMN: round(acc * 100, 1) if acc is not None else None})
         return pd.DataFrame(out, columns=cols)
@@ -154,15 +158,16 @@ def history_frame(runs: pd.DataFrame) -> pd.DataFrame:
                          "series": done["mode"] + " · " + done["language"]}).sort_values("run")
 
 
+def export_name(run: dict) -> str:
+    """The CSV file name of a run's export: its benchmark and id ("igakuqa-run-3.csv")."""
+    benchmark = str(run.get("benchmark") or DEFAULT_SET)
+    return f"{benchmark if NAME_PATTERN.match(benchmark) else 'benchmark'}-run-{int(run['id'])}.csv"
+
+
 def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str = "en") -> None:
     """Create the Benchmark tab's components inside the current ``gr.Tab``."""
     cancels = CancelRegistry()
-    dataset_cache: dict[str, Dataset] = {}
-
-    def get_dataset() -> Dataset:
-        if "d" not in dataset_cache:
-            dataset_cache["d"] = load_dataset()
-        return dataset_cache["d"]
+    datasets = DatasetCache()  # by set name; an import clears it, a set imported again is read again
 
     def text(key: str) -> str:
         return t(f"bench_{key}", lang)
@@ -172,13 +177,16 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         return labeler.add(component, f"bench_{key}", attr)
 
     follow(gr.Markdown(text("intro")), "intro", "value")
+    panel = DataPanel(state, labeler, lang, datasets)
     with gr.Row():
-        set_name = follow(gr.Dropdown(SET_CHOICES, value="quick", label=text("set"), elem_id="bench-set"), "set")
+        set_name = follow(gr.Dropdown(IGAKUQA_SET_CHOICES, value="quick", label=text("set"), elem_id="bench-set"),
+                          "set")
         languages = follow(gr.CheckboxGroup(LANG_CHOICES, value=["ja"], label=text("languages"),
                                             elem_id="bench-langs"), "languages")
         mode = follow(gr.Radio(MODE_CHOICES, value=DEFAULT_MODE, label=text("mode"), elem_id="bench-mode"), "mode")
         limit = follow(gr.Number(value=0, precision=0, minimum=0, label=text("limit"), elem_id="bench-limit"),
                        "limit")
+    panel.connect(set_name, languages, ui_lang)
     with gr.Row():
         run_button = follow(gr.Button(text("run"), variant="primary", elem_id="bench-run"), "run", "value")
         stop_button = follow(gr.Button(text("stop"), variant="stop", elem_id="bench-stop"), "stop", "value")
@@ -205,32 +213,41 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         export_button = follow(gr.Button(text("export"), elem_id="bench-export"), "export", "value")
         refresh_button = follow(gr.Button(text("refresh"), elem_id="bench-refresh"), "refresh", "value")
     export_file = gr.File(label="CSV", interactive=False)
+    table_view = TableView(state, labeler, ui_lang, lang)
 
     def history_outputs() -> tuple[pd.DataFrame, pd.DataFrame]:
         runs = runs_frame(state.options.database)
         return runs, history_frame(runs)
 
-    def render(run_id: int, message: str, ui_lang: str) -> tuple:
+    def render(run_id: int, dataset: Dataset, message: str, ui_lang: str) -> tuple:
         db = open_db(state.options.database)
         try:
             rows = store.answers(db, run_id)
         finally:
             db.close()
-        dataset = get_dataset()
         summary = summarize(rows, dataset)
-        summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
+        igakuqa = dataset.layout == "igakuqa"  # IgakuQA's published predictions are its baselines
+        if igakuqa:
+            summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
+        by_year = comparison_frame(rows, dataset, "year", () if not igakuqa else ("gpt4", "chatgpt", "gpt3",
+                                                                                  "student-majority"))
+        if not any(r["exam"] for r in rows):  # not a national exam: no years to compare
+            by_year = by_year.iloc[0:0]
+        by_category = comparison_frame(rows, dataset, "category", ("gpt4", "student-majority") if igakuqa else ())
         runs, history = history_outputs()
-        return (message, results_frame(summary, ui_lang), pass_fail_frame(summary),
-                comparison_frame(rows, dataset, "year"),
-                comparison_frame(rows, dataset, "category", ("gpt4", "student-majority")), history, runs, run_id)
+        return (message, results_frame(summary, ui_lang), pass_fail_frame(summary), by_year, by_category, history,
+                runs, run_id, table_view.choices_update())
 
     def run(set_name: str, languages: list[str] | str, mode: str, limit: float | None, ui_lang: str,
-            request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+            data: str | None, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
         cancel = cancels.fresh(request)
         last = None
         try:
-            config = RunConfig(spec_for(set_name), _languages(languages), mode, limit=int(limit) if limit else None)
-            for event in run_benchmark(state.engine, state.options.database, config, cancel, get_dataset()):
+            name = data or DEFAULT_SET
+            dataset = datasets.get(name)
+            config = RunConfig(spec_for(set_name), _languages(languages), mode, limit=int(limit) if limit else None,
+                               data=name)
+            for event in run_benchmark(state.engine, state.options.database, config, cancel, dataset):
                 last = event
                 eta = f"{event.eta_s:.0f} s" if event.eta_s is not None else "-"
                 progress((event.done, event.total), unit="answers",
@@ -244,10 +261,11 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
                                                   total=last.total, resumed=resumed, acc=_percent(last.accuracy))
         if last.status != "complete":
             message += t("bench_resume_hint", ui_lang)
-        return render(last.run_id, message, ui_lang)
+        return render(last.run_id, dataset, message, ui_lang)
 
-    outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id]
-    run_button.click(run, inputs=[set_name, languages, mode, limit, ui_lang], outputs=outputs,
+    outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id,
+               table_view.runs]
+    run_button.click(run, inputs=[set_name, languages, mode, limit, ui_lang, panel.data], outputs=outputs,
                      api_name="self_benchmark", concurrency_limit=1, show_progress_on=status)
 
     def stop(request: gr.Request) -> None:
@@ -265,7 +283,7 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         try:
             run_row = store.get_run(db, int(run_id))
             # one file per run, rewritten on each export, in this server's private folder (gone at exit)
-            path = private_export_dir() / f"igakuqa-run-{int(run_id)}.csv"
+            path = private_export_dir() / export_name(run_row)
             with open_export(path) as handle:
                 write_export(db, run_row, "csv", handle)
         except store.RunNotFound as exc:
@@ -276,8 +294,8 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
 
     export_button.click(export, inputs=export_id, outputs=export_file, api_name="self_benchmark_export")
 
-    def refresh() -> tuple[pd.DataFrame, pd.DataFrame]:
+    def refresh() -> tuple[Any, ...]:
         runs, history = history_outputs()
-        return history, runs
+        return history, runs, table_view.choices_update()
 
-    refresh_button.click(refresh, outputs=[history_plot, runs_table], api_name=False)
+    refresh_button.click(refresh, outputs=[history_plot, runs_table, table_view.runs], api_name=False)

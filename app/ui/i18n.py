@@ -40,6 +40,27 @@ MODEL_LOADS_HEADERS = [
     "量子化 / quantization", "結果 / outcome", "メッセージ / message",
 ]
 
+# The Benchmark tab's line about the chosen question set: both languages at once, as the data can change
+# without the page's language being known (a set imported elsewhere, read on page load).
+BENCH_DATA_READY = "**{label}** · {n} 問 / questions · {languages} · データ / data {fingerprint}"
+BENCH_NO_DATA = (
+    "### この端末には IgakuQA のデータがまだありません / No IgakuQA data on this machine yet\n"
+    "1. インターネットにつながるパソコンで `https://github.com/jungokasai/IgakuQA` を開き、リポジトリを zip で"
+    "ダウンロードします（Code → Download ZIP、または `https://github.com/jungokasai/IgakuQA/archive/refs/heads/"
+    "main.zip`）：`IgakuQA-main.zip`。\n"
+    "2. その zip を USB メモリや共有フォルダでこの端末に持ってきます。\n"
+    "3. 下の **問題セットを取り込む** で取り込むか、サーバーの端末で `jmedllm bench data add IgakuQA-main.zip` "
+    "を実行します。再起動せずにすぐ実行できます。\n\n"
+    "1. On a computer with internet, open `https://github.com/jungokasai/IgakuQA` and download the repository as "
+    "a zip (Code → Download ZIP, or `https://github.com/jungokasai/IgakuQA/archive/refs/heads/main.zip`): "
+    "`IgakuQA-main.zip`.\n"
+    "2. Carry the zip over to this machine (USB stick or shared folder).\n"
+    "3. Import it below (**Import a question set**), or at the server's console with "
+    "`jmedllm bench data add IgakuQA-main.zip`. The run button works right after, without a restart.\n\n"
+    "詳細 / Details: {error}"
+)
+BENCH_DATA_FAILED = "⚠️ **{label}** を読み込めません / cannot be read: {error}"
+
 TEXT: dict[str, dict[str, str]] = {
     "title": {"ja": "## JMedLLM Desk — ローカル医療LLM", "en": "## JMedLLM Desk — local medical LLM"},
     "ui_language": {"ja": "表示言語 / UI language", "en": "UI language / 表示言語"},
@@ -75,12 +96,14 @@ TEXT: dict[str, dict[str, str]] = {
     "abstained": {"ja": "どの選択肢にも一致しません（棄権）", "en": "Matches none of the options (abstained)"},
     "stopped": {"ja": "（停止しました）", "en": "(stopped)"},
     "bench_intro": {
-        "en": "### IgakuQA self-benchmark\nThe Japanese national medical licensing exam (2018-2022), scored like the "
-              "JMedLLM paper (Gestalt match) and at the bedside (pass/fail, contraindicated picks). Every run is kept "
-              "in the local database; Stop keeps it resumable.",
-        "ja": "### IgakuQA セルフベンチマーク\n医師国家試験（2018〜2022年）を、JMedLLM 論文と同じ方法（Gestalt 一致）と"
-              "臨床の観点（合否・禁忌肢の選択）で採点します。結果はすべてローカルのデータベースに保存され、"
-              "中止しても再開できます。",
+        "en": "### Self-benchmark\nIgakuQA (the Japanese national medical licensing exam, 2018-2022) or an imported "
+              "question set (MedQA, MedMCQA, MMLU / JMMLU, newer exams, a hospital's own questions), scored like the "
+              "JMedLLM paper (Gestalt match) and at the bedside (pass/fail where the data has pass lines, "
+              "contraindicated picks). Every run is kept in the local database; Stop keeps it resumable.",
+        "ja": "### セルフベンチマーク\n医師国家試験（IgakuQA、2018〜2022年）または取り込んだ問題セット"
+              "（MedQA、MedMCQA、MMLU / JMMLU、新しい国試、病院独自の問題）を、JMedLLM 論文と同じ方法"
+              "（Gestalt 一致）と臨床の観点（合格基準のあるデータでは合否、禁忌肢の選択）で採点します。"
+              "結果はすべてローカルのデータベースに保存され、中止しても再開できます。",
     },
     "bench_set": {"en": "Question set", "ja": "問題セット"},
     "bench_languages": {"en": "Languages", "ja": "言語"},
@@ -105,6 +128,43 @@ TEXT: dict[str, dict[str, str]] = {
                           "ja": " · 同じ設定でもう一度押すと再開します"},
     "bench_paper": {"en": "Reported in the JMedLLM paper (its own question set)",
                     "ja": "JMedLLM 論文の報告値（論文の問題セット）"},
+    "bench_data": {"en": "Benchmark", "ja": "ベンチマーク"},
+    "bench_import_title": {"en": "Import a question set", "ja": "問題セットを取り込む"},
+    "bench_import_help": {
+        "en": "The IgakuQA zip from GitHub, or a question set as a .zip, .jsonl or .csv file (the format is in the "
+              "README). It is checked, fingerprinted and copied into this machine's data folder; nothing leaves it.",
+        "ja": "GitHub の IgakuQA の zip、または問題セット（.zip、.jsonl、.csv。形式は README を参照）。"
+              "検証してフィンガープリントを記録し、この端末のデータフォルダにコピーします。外部には送信されません。",
+    },
+    "bench_import_file": {"en": "File to import (.zip, .jsonl, .csv)", "ja": "取り込むファイル（.zip、.jsonl、.csv）"},
+    "bench_import_name": {"en": "Name (optional: lowercase letters, digits, . _ -)",
+                          "ja": "名前（任意：英小文字・数字・. _ -）"},
+    "bench_import_replace": {"en": "Replace an imported set of the same name",
+                             "ja": "同じ名前の問題セットを置き換える"},
+    "bench_import": {"en": "Import", "ja": "取り込む"},
+    "bench_import_choose": {"en": "⚠️ Choose a file to import first.", "ja": "⚠️ 先に取り込むファイルを選んでください。"},
+    "bench_imported": {"en": "✅ Imported: {sets}. Choose it above and run.",
+                       "ja": "✅ 取り込みました：{sets}。上で選んで実行できます。"},
+    "bench_imported_set": {"en": "{label} ({name}, {n} questions)", "ja": "{label}（{name}、{n} 問）"},
+    "bench_import_failed": {"en": "⚠️ Not imported (nothing was written): {error}",
+                            "ja": "⚠️ 取り込めませんでした（何も書き込んでいません）：{error}"},
+    "bench_import_admin_only": {
+        "en": "🔒 Only an administrator may import question sets here. Ask one, or run "
+              "`jmedllm bench data add PATH` at the server's console.",
+        "ja": "🔒 問題セットの取り込みは管理者だけが行えます。管理者に依頼するか、サーバーの端末で "
+              "`jmedllm bench data add PATH` を実行してください。",
+    },
+    "bench_table_title": {"en": "Paper-style table", "ja": "論文形式の表"},
+    "bench_table_runs": {"en": "Runs (columns)", "ja": "実行（列）"},
+    "bench_table_reference": {"en": "Show the paper's reported figures (reported, not measured here)",
+                              "ja": "論文の報告値を表示（報告値であり、ここでの測定値ではありません）"},
+    "bench_table_show": {"en": "Show table", "ja": "表を表示"},
+    "bench_table_csv": {"en": "Download CSV", "ja": "CSV をダウンロード"},
+    "bench_table_markdown": {"en": "Download Markdown", "ja": "Markdown をダウンロード"},
+    "bench_table": {"en": "Gestalt accuracy (paper's metric) and the letter metric, per benchmark and language",
+                    "ja": "ベンチマーク・言語ごとの Gestalt 正答率（論文の指標）と記号一致"},
+    "bench_table_none": {"en": "⚠️ Choose at least one run.", "ja": "⚠️ 実行を1つ以上選んでください。"},
+    "bench_table_failed": {"en": "⚠️ The table could not be made: {error}", "ja": "⚠️ 表を作れませんでした：{error}"},
     "chat": {"ja": "会話", "en": "Conversation"},
     "message": {"ja": "メッセージ（Enterで送信、Shift+Enterで改行）",
                 "en": "Message (Enter sends, Shift+Enter for a new line)"},

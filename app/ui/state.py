@@ -88,8 +88,10 @@ class AppState:
         users file) restarts ``jmedllm serve --model NAME`` at the console instead, as everyone does
         on a served engine (llama-server, openai), whose model the server process holds.
         """
-        if self.engine.kind != "local":
-            return False
+        return self.engine.kind == "local" and self.is_admin(username)
+
+    def is_admin(self, username: str | None) -> bool:
+        """An administrator of the users file; without logins, the local user of a loopback-bound server."""
         if username is not None and username in self.options.admins:
             return True
         return not self.options.login_required and is_loopback(self.options.host)
