@@ -17,6 +17,7 @@ import click
 from app import __version__
 from app.engines.options import DEFAULT_CONTEXT, GPU_LAYERS_HELP
 from app.errors import UserError
+from app.model_cli import import_cmd
 
 if TYPE_CHECKING:
     from app.engines.base import Engine
@@ -157,7 +158,10 @@ def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None
 
 @main.group()
 def model() -> None:
-    """Inspect GGUF models."""
+    """Inspect GGUF models and import them into the models folder."""
+
+
+model.add_command(import_cmd)
 
 
 @model.command("info")

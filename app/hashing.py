@@ -71,6 +71,24 @@ def cached_sha256(path: Path, on_progress: HashProgress | None = None) -> str:
             return cache[key]
         digest = sha256_file(path, on_progress)
         cache[key] = digest
-        with atomic_writer(cache_path, private=True) as handle:
-            handle.write(json.dumps(dict(list(cache.items())[-_MAX_ENTRIES:]), indent=1).encode())
+        _write_cache(cache_path, cache)
         return digest
+
+
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record ``digest`` as the sha256 of ``path`` as it is now: a file just written and hashed on the way,
+    so :func:`cached_sha256` does not read it again."""
+    path = Path(path)
+    key = _key(path)
+    with _LOCK:
+        cache_path = _cache_file()
+        cache = _read_cache(cache_path)
+        cache.pop(key, None)  # re-inserted last: the newest entry
+        cache[key] = digest
+        _write_cache(cache_path, cache)
+
+
+def _write_cache(cache_path: Path, cache: dict[str, str]) -> None:
+    """Write the newest ``_MAX_ENTRIES`` entries of ``cache`` (0600)."""
+    with atomic_writer(cache_path, private=True) as handle:
+        handle.write(json.dumps(dict(list(cache.items())[-_MAX_ENTRIES:]), indent=1).encode())

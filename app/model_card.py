@@ -1,8 +1,13 @@
-"""The model card: what a GGUF file is, read from its own metadata, plus its size and sha256."""
+"""The model card: what a GGUF file is, read from its own metadata, plus its size and sha256.
+
+It carries the licence the file declares and any statement in its metadata that restricts its use
+("not for medical use", "research only", 医療目的での使用不可 ...), so every face can show them.
+"""
 
 from __future__ import annotations
 
 import collections
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,8 @@ class ModelCard:
     parameters: int
     chat_template: str | None
     endpoint: str | None = None  # the server's URL, for a model served elsewhere (the openai engine)
+    license: str = ""  # general.license, .license.name and .license.link, joined with " · "
+    usage_warning: str = ""  # the metadata's sentences that restrict its use, joined with " / "
 
     @property
     def short_hash(self) -> str:
@@ -62,6 +69,7 @@ class ModelCard:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["chat_template"] = "present" if self.chat_template else "absent (plain prompt format used)"
+        data["license"] = self.license or "not stated in the file"
         data["short_hash"] = self.short_hash
         data["is_demo"] = self.is_demo
         return data
@@ -120,6 +128,44 @@ def _context_length(metadata: GGUFMetadata, arch: str, path: Path) -> int:
     return value
 
 
+LICENSE_KEYS = ("general.license", "general.license.name", "general.license.link")
+MAX_WARNING_SENTENCES = 3
+# Statements that a model is not for medical use, in English and Japanese; matched case-insensitively.
+USAGE_WARNING = re.compile("|".join((
+    r"\bnot\s+(?:\w+\s+){0,3}(?:for|in)\s+(?:\w+\s+){0,2}(?:medical|clinical|diagnos\w*)",
+    r"\bresearch\s+(?:purposes?\s+|use\s+)?only\b",
+    r"\bunder\s+(?:active\s+)?development\b",
+    r"医療目的", r"医療用途", r"臨床(?:使用|利用|での使用|目的)", r"診断(?:目的|には使用)", r"研究目的", r"開発中",
+)), re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|[。！？\n]+")
+
+
+def _license(metadata: GGUFMetadata) -> str:
+    parts = (_text(metadata, key).strip() for key in LICENSE_KEYS)
+    return " · ".join(dict.fromkeys(part for part in parts if part))
+
+
+def _usage_warning(metadata: GGUFMetadata) -> str:
+    """The sentences of the metadata's strings (the tokenizer's left out) that restrict the model's use."""
+    found: dict[str, None] = {}
+    for key, value in metadata.values.items():
+        if not isinstance(value, str) or key.startswith("tokenizer.") or not USAGE_WARNING.search(value):
+            continue
+        for sentence in _SENTENCE_END.split(value):
+            if match := USAGE_WARNING.search(sentence):
+                found[_clip_around(sentence.strip(), match.group())] = None
+    return " / ".join(list(found)[:MAX_WARNING_SENTENCES])
+
+
+def _clip_around(sentence: str, phrase: str) -> str:
+    """``sentence`` cut to :data:`MAX_SHOWN_CHARS`, keeping ``phrase`` (which it holds) in view."""
+    if len(sentence) <= MAX_SHOWN_CHARS:
+        return sentence
+    start = max(0, min(sentence.find(phrase) - MAX_SHOWN_CHARS // 4, len(sentence) - MAX_SHOWN_CHARS))
+    clipped = sentence[start:start + MAX_SHOWN_CHARS]
+    return ("…" if start else "") + clipped + ("…" if start + MAX_SHOWN_CHARS < len(sentence) else "")
+
+
 def read_model_card(path: Path, on_hash_progress: HashProgress | None = None) -> ModelCard:
     """Read a :class:`ModelCard` from a GGUF file's metadata, within the limits of :mod:`app.gguf_metadata`."""
     path = check_gguf_file(path)
@@ -144,4 +190,6 @@ def read_model_card(path: Path, on_hash_progress: HashProgress | None = None) ->
         context_length=context_length,
         parameters=sum(t.n_elements for t in metadata.tensors),
         chat_template=chat_template if isinstance(chat_template, str) else None,
+        license=_license(metadata),
+        usage_warning=_usage_warning(metadata),
     )

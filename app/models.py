@@ -24,13 +24,15 @@ class ModelNameError(UserError, ValueError):
 
 
 def resolve_model(spec: str | Path | None, progress: bool = True) -> Path:
-    """The GGUF for ``spec``: ``demo`` (the default) or a path, absolute or in the models folder."""
+    """The GGUF for ``spec``: ``demo`` (the default) or a path, absolute or in the models folder, where
+    ``.gguf`` may be left off (``jmedllm model import`` names a model NAME.gguf)."""
     spec = str(spec) if spec else os.environ.get(MODEL_ENV, DEMO_ALIAS)
     if spec == DEMO_ALIAS:
         return ensure_demo_model(progress=progress)
     path = Path(spec).expanduser()
-    if not path.exists() and not path.is_absolute() and (models_dir() / path).exists():
-        path = models_dir() / path
+    if not path.exists() and not path.is_absolute():
+        found = (p for p in (models_dir() / path, models_dir() / f"{spec}{MODEL_SUFFIX}") if p.exists())
+        path = next(found, path)
     return check_gguf_file(path)
 
 

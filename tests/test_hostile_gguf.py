@@ -187,6 +187,24 @@ def test_ui_card_shows_metadata_as_text(tmp_path: Path, name: str) -> None:
     assert html.count("<strong>") == 2 and html.count("<li>") == 5  # the card's own formatting still works
 
 
+@pytest.mark.parametrize("text", [IMG_NAME, ESC_NAME, MARKDOWN_NAME])
+def test_licence_and_use_notice_are_shown_as_text(tmp_path: Path, text: str) -> None:
+    path = write_gguf(tmp_path / "notice.gguf", extra=(kv("general.license", text),
+                                                       kv("general.description", f"{text} not for medical use")))
+    card = read_model_card(path)
+    assert card.license == text and card.usage_warning == f"{text} not for medical use".strip()
+    markdown = model_card_markdown(ScriptedEngine(lambda _: "", card=card))
+    html = rendered(markdown)
+    for forbidden in ("<img", "<a ", "<b>", "<script", "\x1b", "\x9b", "\x07"):
+        assert forbidden not in markdown
+        assert forbidden not in html
+    assert "<em>" not in html and html.count("<li>") == 7  # the two lines are list items, nothing more
+    table = run_cli("model", "info", str(path))
+    assert table.returncode == 0, table.stderr
+    assert not any(ch in table.stdout for ch in "\x1b\x9b\x07")
+    assert f"license: {printable(text)}" in table.stdout
+
+
 @pytest.mark.parametrize("text", [
     IMG_NAME, ESC_NAME, MARKDOWN_NAME, "Q4_K_M", "_em_ __init__ 日本_語_ a__b", "<!-- c --> &amp; &#60; \\*x\\*",
     "www.example.com http://127.0.0.1:9/ <http://127.0.0.1:9/>", "# h", "1. x", "> q", "    indented", "a\n\n<img>",

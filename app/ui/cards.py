@@ -26,7 +26,8 @@ def escape_markdown(text: str) -> str:
 
 
 def model_card_markdown(engine: Engine, stats: GenerationStats | None = None) -> str:
-    """File, short hash, quantization, device and (after an answer) its speed."""
+    """File, short hash, quantization, device, the licence and use notice the file declares, and (after an
+    answer) its speed."""
     card = engine.card
     name, size_label, architecture, file_name, quantization = map(
         escape_markdown, (card.name, card.size_label or "?", card.architecture, card.file_name, card.quantization)
@@ -44,6 +45,10 @@ def model_card_markdown(engine: Engine, stats: GenerationStats | None = None) ->
     lines.append(f"- engine / エンジン: {engine.kind}, {escape_markdown(engine.backend_version)} · "
                  f"{escape_markdown(engine.device)} · context {engine.n_ctx} · "
                  f"{engine.slots} at once / 同時{engine.slots}件")
+    if card.license:
+        lines.append(f"- license / ライセンス: {escape_markdown(card.license)}")
+    if card.usage_warning:
+        lines.append(f"- ⚠️ the model's own notice / モデル自身の注意書き: {escape_markdown(card.usage_warning)}")
     if card.is_demo:
         lines.append("- ⚠️ demo model, not for clinical use / デモモデル（臨床使用不可）")
     if stats is not None and stats.completion_tokens:

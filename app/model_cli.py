@@ -1,0 +1,52 @@
+"""``jmedllm model import``: copy a GGUF into the models folder, checked and hashed, with a progress bar."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+BAR_FROM_BYTES = 8 * 2**20  # smaller files are copied before a bar says anything
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", default=None,
+              help="File name in the models folder (default: FILE's own; .gguf is added when missing).")
+@click.option("--replace", is_flag=True, help="Replace a model of the same name in the models folder.")
+def import_cmd(file: Path, name: str | None, replace: bool) -> None:
+    """Copy the GGUF FILE into the models folder.
+
+    FILE is checked first (GGUF header and metadata, an architecture llama.cpp runs, free disk space)
+    and copied to a temporary file that takes its name only when complete; its sha256 is recorded."""
+    from tqdm import tqdm
+
+    from app.gguf_metadata import printable
+    from app.model_card import read_model_card
+    from app.model_import import import_model
+
+    bar: tqdm | None = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="Copying", file=sys.stderr,
+                       disable=total < BAR_FROM_BYTES, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        imported = import_model(file, name, replace, on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    card = read_model_card(imported.path)  # the sha256 is cached: the file is not read again
+    verb = "Replaced" if imported.replaced else "Imported"
+    click.echo(f"{verb} {imported.path.name} in {imported.path.parent}")
+    click.echo(f"  sha256: {imported.sha256}")
+    click.echo(f"  {printable(card.name)} ({printable(card.architecture)}, {printable(card.quantization)}, "
+               f"{card.file_size / 2**30:.2f} GiB)")
+    click.echo(f"  license: {printable(card.license or 'not stated in the file')}")
+    if card.usage_warning:
+        click.echo(f"  WARNING, the model's own notice: {printable(card.usage_warning)}")
+    click.echo(f"  Use it with: jmedllm serve --model {imported.path.name}  (or pick it in the Model tab)")
