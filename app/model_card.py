@@ -105,7 +105,7 @@ def _text(metadata: GGUFMetadata, key: str) -> str:
     return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
 
 
-def _quantization_name(metadata: GGUFMetadata) -> str:
+def quantization_name(metadata: GGUFMetadata) -> str:
     file_type = metadata.values.get("general.file_type")
     if file_type is not None:
         try:
@@ -186,7 +186,7 @@ def read_model_card(path: Path, on_hash_progress: HashProgress | None = None) ->
         architecture=arch,
         name=_text(metadata, "general.name") or path.stem,
         size_label=_text(metadata, "general.size_label"),
-        quantization=_quantization_name(metadata),
+        quantization=quantization_name(metadata),
         context_length=context_length,
         parameters=sum(t.n_elements for t in metadata.tensors),
         chat_template=chat_template if isinstance(chat_template, str) else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -12,24 +13,26 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = PROJECT_ROOT / "assets"
 
 
-def cache_dir() -> Path:
-    """Directory for assembled models and hash caches (``JMEDLLM_CACHE_DIR`` overrides)."""
-    override = os.environ.get("JMEDLLM_CACHE_DIR")
-    return private_dir(Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME)),
-                       tighten=not override)
+def cache_dir(create: bool = True) -> Path:
+    """Directory for assembled models and hash caches (``JMEDLLM_CACHE_DIR`` overrides); ``create``:
+    made (0700) if missing, else only named (for checks that must change nothing)."""
+    return _app_dir("JMEDLLM_CACHE_DIR", lambda: Path(platformdirs.user_cache_dir(APP_NAME)), create)
 
 
-def data_dir() -> Path:
+def data_dir(create: bool = True) -> Path:
     """Directory for SQLite databases and settings (``JMEDLLM_DATA_DIR`` overrides)."""
-    override = os.environ.get("JMEDLLM_DATA_DIR")
-    return private_dir(Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME)),
-                       tighten=not override)
+    return _app_dir("JMEDLLM_DATA_DIR", lambda: Path(platformdirs.user_data_dir(APP_NAME)), create)
 
 
-def models_dir() -> Path:
+def models_dir(create: bool = True) -> Path:
     """Folder scanned for GGUF files in the UI's model picker (``JMEDLLM_MODELS_DIR`` overrides)."""
-    override = os.environ.get("JMEDLLM_MODELS_DIR")
-    return private_dir(Path(override) if override else data_dir() / "models", tighten=not override)
+    return _app_dir("JMEDLLM_MODELS_DIR", lambda: data_dir(create) / "models", create)
+
+
+def _app_dir(variable: str, default: Callable[[], Path], create: bool) -> Path:
+    override = os.environ.get(variable)
+    path = Path(override) if override else default()
+    return private_dir(path, tighten=not override) if create else path
 
 
 def private_dir(path: Path, tighten: bool = False) -> Path:

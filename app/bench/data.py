@@ -138,7 +138,7 @@ def missing_data_message(tried: Path | None = None) -> str:
 def configured_igakuqa_dir() -> str | None:
     """The ``igakuqa_dir`` setting, if the settings file has one."""
     try:
-        return json.loads((data_dir() / SETTINGS_FILE).read_text(encoding="utf-8")).get(SETTINGS_KEY)
+        return json.loads((data_dir(create=False) / SETTINGS_FILE).read_text(encoding="utf-8")).get(SETTINGS_KEY)
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -30,6 +30,7 @@ from app.ui.i18n import (
 )
 from app.ui.labels import Labeler
 from app.ui.state import AppState, LoadedModel
+from app.ui.system_panel import build_system_panel
 
 LOG_COLUMNS = ("at", "username", "address", "file_name", "sha256", "quantization", "outcome", "message")
 # ^ in the order of MODEL_LOADS_HEADERS
@@ -156,4 +157,5 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
 
     load_event = load_button.click(load, inputs=[pick, gpu_layers, n_ctx], outputs=[current, log_table],
                                    api_name="load_model", concurrency_limit=1)
+    build_system_panel(state)
     return current, load_event

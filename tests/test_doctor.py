@@ -1,0 +1,198 @@
+"""``jmedllm doctor``, run for real: the machine's checks, a damaged or newer database, a model too big for
+RAM, a busy port, no IgakuQA, nothing written; and the Model tab's system section shown as escaped text."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from app.db import open_db
+from app.doctor import TITLES, Check, Report, kv_cache_bytes
+from app.gguf_metadata import read_gguf_metadata
+from app.ui.state import AppState, ServeOptions
+from app.ui.system_panel import build_system_panel, report_markdown
+from tests.conftest import free_port, run_cli
+from tests.hostile_gguf import kv, write_gguf
+from tests.scripted_engine import SCRIPTED_CARD, ScriptedEngine
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder of the test's own (created), no IgakuQA anywhere, no llama-server override."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    monkeypatch.setenv("JMEDLLM_DATA_DIR", str(folder))
+    monkeypatch.setenv("JMEDLLM_IGAKUQA_DIR", str(tmp_path / "no-igakuqa"))
+    monkeypatch.delenv("JMEDLLM_LLAMA_SERVER", raising=False)
+    return folder
+
+
+def tiny_model(path: Path, layers: int = 2, embedding: int = 64, heads: int = 4, kv_heads: int = 2) -> Path:
+    """A small GGUF whose metadata declares these attention shapes (llama.cpp could not run it)."""
+    return write_gguf(path, extra=(kv("llama.block_count", layers), kv("llama.embedding_length", embedding),
+                                   kv("llama.attention.head_count", heads),
+                                   kv("llama.attention.head_count_kv", kv_heads)))
+
+
+def doctor_json(*args: str) -> tuple[int, dict[str, dict]]:
+    result = run_cli("doctor", "--json", "--port", str(free_port()), *args, timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] == (result.returncode == 0)
+    return result.returncode, {check["name"]: check for check in report["checks"]}
+
+
+def test_demo_model_passes_and_writes_nothing(demo_model_path: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "never-created"
+    monkeypatch.setenv("JMEDLLM_DATA_DIR", str(missing))
+    result = run_cli("doctor", "--model", "demo", "--port", str(free_port()), timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for title in TITLES.values():
+        assert any(line.startswith(("✓ ", "! ")) and f" {title}: " in line for line in lines), title
+    assert "No blocking problem" in result.stdout
+    assert "Q4_K_M with a 4,096 context needs ~1.1 GB" in result.stdout
+    assert "memory_bandwidth_bytes_per_s" in result.stdout
+    assert not missing.exists()  # doctor created no data folder
+
+
+def test_json_has_every_check(data_dir: Path, tmp_path: Path) -> None:
+    model = tiny_model(tmp_path / "tiny.gguf")
+    code, checks = doctor_json("--model", str(model), "--ctx", "1024")
+    assert code == 0
+    assert list(checks) == list(TITLES)
+    assert all(check["status"] in ("ok", "warn") for check in checks.values())
+    memory = checks["memory"]["details"]
+    assert memory["kv_cache_bytes"] == 2 * 1024 * 2 * (16 + 16) * 2  # layers x ctx x KV heads x (k+v) x f16
+    assert memory["needed_bytes"] == memory["weights_bytes"] + memory["kv_cache_bytes"] + memory["overhead_bytes"]
+    assert checks["speed"]["details"]["memory_bandwidth_bytes_per_s"] > 1e8
+    assert checks["cpu"]["details"]["cores_usable"] >= 1
+    assert checks["database"]["status"] == "ok" and not checks["database"]["details"]["exists"]
+    assert list(data_dir.iterdir()) == []  # nothing written to the data folder
+
+
+def test_no_igakuqa_is_a_warning(data_dir: Path, tmp_path: Path) -> None:
+    code, checks = doctor_json("--model", str(tiny_model(tmp_path / "tiny.gguf")))
+    assert code == 0
+    assert checks["igakuqa"]["status"] == "warn"
+    assert "IgakuQA not found" in checks["igakuqa"]["summary"]
+
+
+def test_damaged_database_fails(data_dir: Path, tmp_path: Path) -> None:
+    db = data_dir / "jmedllm.db"
+    garbage = b"this is not a database " * 200
+    db.write_bytes(garbage)
+    result = run_cli("doctor", "--model", str(tiny_model(tmp_path / "tiny.gguf")), "--port", str(free_port()),
+                     timeout=60)
+    assert result.returncode == 1, result.stdout
+    assert "✗ Data folder and database" in result.stdout
+    assert "Blocking problems (要対応): database." in result.stdout
+    assert db.read_bytes() == garbage
+    assert sorted(p.name for p in data_dir.iterdir()) == ["jmedllm.db"]  # no -wal, -shm or journal
+
+
+def test_database_schema_versions(data_dir: Path, tmp_path: Path) -> None:
+    model = str(tiny_model(tmp_path / "tiny.gguf"))
+    current = tmp_path / "current.db"
+    open_db(current).close()
+    code, checks = doctor_json("--model", model, "--db", str(current))
+    assert code == 0 and checks["database"]["status"] == "ok", checks["database"]
+    assert checks["database"]["details"]["integrity"] == ["ok"] and not checks["database"]["details"]["pending"]
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    code, checks = doctor_json("--model", model, "--db", str(empty))
+    assert code == 0 and checks["database"]["status"] == "warn"
+    assert "will upgrade on the next start" in checks["database"]["summary"]
+    assert empty.stat().st_size == 0  # not migrated
+
+    newer = tmp_path / "newer.db"
+    open_db(newer).close()
+    with sqlite3.connect(newer) as conn:
+        conn.execute("insert into _migrations (name, applied_at) values ('m999_from_the_future', 'now')")
+    conn.close()
+    code, checks = doctor_json("--model", model, "--db", str(newer))
+    assert code == 1 and checks["database"]["status"] == "fail"
+    assert checks["database"]["details"]["unknown"] == ["m999_from_the_future"]
+
+
+def test_model_too_big_for_ram_fails(data_dir: Path, tmp_path: Path) -> None:
+    """80 layers of 64 full-size KV heads at 131,072 tokens: a 344 GB KV cache."""
+    huge = tiny_model(tmp_path / "huge.gguf", layers=80, embedding=8192, heads=64, kv_heads=64)
+    code, checks = doctor_json("--model", str(huge), "--ctx", "131072")
+    assert code == 1
+    memory = checks["memory"]
+    assert memory["status"] == "fail", memory
+    assert memory["details"]["kv_cache_bytes"] == 80 * 131072 * 64 * 256 * 2
+    assert "does not fit" in memory["summary"]
+
+
+def test_missing_model_fails(data_dir: Path, tmp_path: Path) -> None:
+    code, checks = doctor_json("--model", str(tmp_path / "nowhere.gguf"))
+    assert code == 1
+    assert checks["memory"]["status"] == "fail"
+    assert "Model file not found" in checks["memory"]["summary"]
+
+
+def test_busy_port_warns_and_foreign_address_fails(data_dir: Path, tmp_path: Path) -> None:
+    model = str(tiny_model(tmp_path / "tiny.gguf"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("doctor", "--json", "--model", model, "--port", str(port), timeout=60)
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0
+    assert checks["port"]["status"] == "warn" and "is in use" in checks["port"]["summary"]
+
+    code, checks = doctor_json("--model", model, "--host", "192.0.2.1")  # TEST-NET-1: never this machine's
+    assert code == 1 and checks["port"]["status"] == "fail"
+
+
+def test_kv_cache_matches_llama_cpp(demo_model_path: Path) -> None:
+    """llama.cpp reports "CPU KV buffer size = 48.00 MiB" for the demo model at 4,096 tokens."""
+    assert kv_cache_bytes(read_gguf_metadata(demo_model_path).values, 4096) == 48 * 2**20
+
+
+def test_system_panel_shows_escaped_text() -> None:
+    hostile = "<img src=x onerror=alert(1)> **bold** [link](http://example.com)"
+    report = Report((Check("memory", "Memory / メモリ", "fail", hostile, {"model": hostile, "gpus": [{"name": "<b>"}]}),
+                     Check("python", "Python", "ok", "Python 3.11", {})))
+    text = report_markdown(report)
+    assert "<img" not in text and "<b>" not in text and "&lt;img" in text
+    assert "\\*\\*bold\\*\\*" in text and "\\[link\\]" in text
+    assert text.startswith("**Blocking problem / 要対応**")
+    assert "- ✗ **Memory \\/ メモリ**: &lt;img" in text and "- ✓ **Python**: Python 3\\.11" in text
+    assert "    - gpus\\[1\\]: name\\=&lt;b&gt;" in text
+
+
+def system_check_handler(state: AppState) -> Callable[[gr.Request], str]:
+    """The Model tab's system section, built in a page of its own; returns its button's handler."""
+    with gr.Blocks() as page:
+        build_system_panel(state)
+    (handler,) = [block_fn.fn for block_fn in page.fns.values()]
+    assert handler is not None
+    return handler
+
+
+def test_system_panel_checks_the_served_model_for_administrators(data_dir: Path, tmp_path: Path) -> None:
+    model = tiny_model(tmp_path / "served.gguf")
+    engine = ScriptedEngine(lambda _prompt: "", card=replace(SCRIPTED_CARD, path=str(model)))
+    db = tmp_path / "served.db"
+    run = system_check_handler(AppState(engine, ServeOptions(n_ctx=2048, db_path=db)))
+    text = run(gr.Request(username=None))  # without logins, a loopback server's local user is the administrator
+    assert "**Memory for the model \\/ メモリ \\(RAM\\/VRAM\\)**" in text and "2\\,048 context" in text
+    assert "Port" not in text  # this server holds its port
+    assert "served\\.db" in text and not db.exists()
+
+    lan = system_check_handler(AppState(engine, ServeOptions(host="0.0.0.0", db_path=db)))
+    with pytest.raises(gr.Error):
+        lan(gr.Request(username=None))
