@@ -10,7 +10,7 @@ import platformdirs
 
 APP_NAME = "jmedllm"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ASSETS_DIR = PROJECT_ROOT / "assets"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"  # the app's data (prompts), shipped in its wheel
 
 
 def cache_dir(create: bool = True) -> Path:

@@ -1,6 +1,6 @@
 """Prompt templates as data: the JMedLLM paper's evaluation templates and the system prompts.
 
-The templates live verbatim in ``assets/prompts/paper_templates.json`` with their attribution;
+The templates live verbatim in ``app/assets/prompts/paper_templates.json`` with their attribution;
 this module only loads and fills them.
 """
 
