@@ -22,7 +22,7 @@ LIBRARIES = ("jmedllm", "llama-cpp-python", "gguf", "torch", "transformers", "pe
 _DISK_MARGIN = 1.05
 _HASHED_INPUTS = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "chat_template.jinja", "adapter_config.json", "adapter_model.safetensors",
-                  "model.safetensors.index.json")
+                  "model.safetensors.index.json", "README.md")
 
 
 @dataclass
@@ -68,6 +68,20 @@ def _describe_output(path: Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
 
 
+def _readme_lines(base: BaseCheckpoint) -> list[str]:
+    """The licence and use notice the GGUF carries from the checkpoint's README.md."""
+    readme = base.readme
+    if readme is None:
+        return []
+    licence = ",".join(readme.license) if isinstance(readme.license, list) else readme.license
+    parts = [part for part in (licence, readme.license_name, readme.license_link) if part]
+    lines = ["", f"Licence (from the checkpoint's README.md): {' · '.join(parts) or 'not stated'}."]
+    if readme.description:
+        lines += ["", "Description (general.description):", "", *(f"> {line}" if line else ">"
+                                                                   for line in readme.description.splitlines())]
+    return lines
+
+
 def model_card(name: str, base: BaseCheckpoint, adapter: LoraAdapter | None, manifest: dict[str, Any]) -> str:
     """A short Markdown model card from the manifest."""
     lines = [f"# {name}", "",
@@ -76,6 +90,7 @@ def model_card(name: str, base: BaseCheckpoint, adapter: LoraAdapter | None, man
              + (f" merged with the LoRA adapter `{adapter.path.name}` (r={adapter.config.get('r')}, "
                 f"alpha={adapter.config.get('lora_alpha')}, {len(adapter.targets)} weights adapted)."
                 if adapter else "."),
+             *_readme_lines(base),
              "", "Built with `jmedllm convert build`; see `manifest.json` for input and output hashes.", "",
              "| file | size | sha256 |", "|---|---|---|"]
     for out in manifest["outputs"]:

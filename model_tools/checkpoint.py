@@ -11,10 +11,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.errors import UserError
 from model_tools.safetensors_io import SafetensorsError, TensorEntry, read_header
+
+if TYPE_CHECKING:
+    import gguf
 
 SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -55,7 +58,7 @@ def _refuse_pickle(folder: Path, what: str) -> None:
 
 @dataclass
 class BaseCheckpoint:
-    """A validated Qwen2 checkpoint: config, tensor locations and tokenizer files."""
+    """A validated Qwen2 checkpoint: config, tensor locations, tokenizer files and its README's metadata."""
 
     path: Path
     config: dict[str, Any]
@@ -64,6 +67,7 @@ class BaseCheckpoint:
     tokenizer_config: dict[str, Any]
     chat_template: str | list[dict[str, str]] | None
     weight_files: list[Path] = field(default_factory=list)
+    readme: gguf.Metadata | None = None  # from README.md: licence, tags ... (model_tools.readme)
 
     @property
     def n_layers(self) -> int:
@@ -142,8 +146,11 @@ def open_base(folder: Path) -> BaseCheckpoint:
     if (tokenizer.get("model") or {}).get("type") != "BPE":
         raise ConvertError(f"{tokenizer_path.name}: expected a byte-level BPE tokenizer (Qwen2)")
     tokenizer_config = _json(folder / "tokenizer_config.json")
+    from model_tools.readme import read_readme  # here: model_tools.readme imports this module
+
     return BaseCheckpoint(folder, config, tensors, tokenizer, tokenizer_config,
-                          _chat_template(folder, tokenizer_config), files)
+                          _chat_template(folder, tokenizer_config), files,
+                          read_readme(folder, sum(entry.numel for entry in tensors.values())))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from app.atomic import atomic_path
 from model_tools.checkpoint import BaseCheckpoint, ConvertError, LoraAdapter
 from model_tools.lora_merge import merged_tensors
+from model_tools.readme import add_model_metadata
 
 if TYPE_CHECKING:
     import gguf
@@ -86,7 +87,7 @@ def _add_hparams(writer: gguf.GGUFWriter, base: BaseCheckpoint, name: str) -> No
 
     c = base.config
     writer.add_type("model")
-    writer.add_name(name)
+    add_model_metadata(writer, base.readme, name)
     writer.add_context_length(int(c.get("max_position_embeddings", 32768)))
     writer.add_embedding_length(int(c["hidden_size"]))
     writer.add_block_count(base.n_layers)
