@@ -1,11 +1,22 @@
-"""Answer text -> picked option letters: the one extraction step the Ask tab and the benchmark share.
+r"""Answer text -> the line that is scored: the paper harness's reading and the corrected one, side by side.
 
-1. :func:`answer_line`: drop reasoning blocks (``<think>...</think>``), take the text after the
-   last response marker if the prompt's marker is in it, then the first non-empty line.
-2. :func:`pick`: a line of option letters ("c", "(b)", "a, c", "ａ，ｃ") picks those letters;
-   otherwise the ``k`` choices most similar to the line (the paper's "Gestalt" similarity, the
-   symmetric ``difflib.SequenceMatcher`` ratio, after the paper's cleansing), ties to the lower
-   index; a line that matches no choice at least :data:`ABSTAIN_BELOW` picks nothing (abstains).
+Two readings of a response, because the paper's numbers can only be reproduced with the paper's own:
+
+- The paper's (:func:`harness_response`, read by the ``gestalt_paper`` and ``exact`` metrics): the
+  rule of japanese-lm-med-harness ``eval_bench.py`` (lines 271-283 of its current version), applied
+  to ``full_response`` = prompt + continuation: the text after the FIRST ``### 応答：`` + newline
+  (up to the next one), else after the first ``### Answer:``, else after the first ``### Response:``,
+  else the whole text; stripped, cut at the first ``\n``, stripped again.
+- The corrected one (:func:`answer_line`, read by ``letter`` and ``gestalt`` and by the Ask tab):
+  1. drop reasoning blocks, take the text after the LAST response marker of the prompt's template
+     if it is in the text, then the first non-empty line;
+  2. :func:`pick`: a line of option letters ("c", "(b)", "a, c", "ａ，ｃ") picks those letters;
+     otherwise the ``k`` choices most similar to the line (the paper's "Gestalt" similarity, the
+     symmetric ``difflib.SequenceMatcher`` ratio, after the paper's cleansing), ties to the lower
+     index; a line that matches no choice at least :data:`ABSTAIN_BELOW` picks nothing (abstains).
+
+Reasoning blocks (``<think>...</think>``) are dropped from the continuation before either reading
+(the harness predates reasoning models; scoring a model's thoughts would only measure its format).
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ ABSTAIN_BELOW = 0.3  # a best similarity under this means the answer names no op
 _LETTER_LIST = re.compile(r"^\s*[(\[]?[a-z][)\].]?"
                           r"(?:\s*(?:,|、|，|and|と|及び|および|/|&|\s)\s*[(\[]?[a-z][)\].]?)*\s*$")
 _THINK_BLOCK = re.compile(r"<think>(.*?)(?:</think>|\Z)", re.DOTALL)
+# The harness's markers, in the order it looks for them (not the order they occur in).
+HARNESS_MARKERS = ("### 応答：\n", "### Answer:", "### Response:")
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,43 @@ def answer_line(raw: str, marker: str | None = None) -> str:
     if marker and marker in text:
         text = text.split(marker)[-1]
     return first_line(text)
+
+
+def harness_response(full_response: str) -> str:
+    r"""The answer line as the paper's harness reads it (``eval_bench.py`` lines 272-283, ``k = 0``).
+
+    The first of the markers ``### 応答：`` followed by a newline, ``### Answer:`` and ``### Response:``
+    that occurs anywhere in ``full_response`` is used, in that order of preference whatever their
+    positions; the text read is what follows its FIRST occurrence, up to its second occurrence or
+    the end; with none of them, the whole text. That text is stripped (every Unicode space), cut at
+    its first ``\n`` (only that character: a ``\r`` stays and is stripped) and stripped again.
+    Nothing else: a full-width ``### Answer：`` or a half-width ``### 応答:`` is no marker.
+    """
+    text = full_response
+    for marker in HARNESS_MARKERS:
+        if marker in full_response:
+            text = full_response.split(marker)[1]
+            break
+    return text.strip().split("\n")[0].strip()
+
+
+def harness_response_final(full_response: str) -> bool:
+    r"""Whether text appended to ``full_response`` leaves :func:`harness_response` as it is.
+
+    True once the marker in use is ``### 応答：`` + newline or ``### Answer:`` and either it occurs a
+    second time (what is read is closed) or what follows it holds a ``\n`` after something not
+    blank (the first line is complete). Appended text cannot move that line: a later occurrence of
+    the marker starts after the last ``\n`` (the markers hold no ``\n`` before their end), so it
+    cuts the text after the line. With ``### 応答：`` nothing outranks the marker, so this is exact.
+    With ``### Answer:`` it assumes the Japanese marker does not follow (it would outrank it): the one
+    case where stopping here reads differently from generating on. ``### Response:`` or no marker is
+    never final: a ``### Answer:`` may still come.
+    """
+    for marker in HARNESS_MARKERS[:2]:
+        if marker in full_response:
+            parts = full_response.split(marker, 2)
+            return len(parts) == 3 or "\n" in parts[1].lstrip()
+    return False
 
 
 def letter_index(letter: str) -> int:

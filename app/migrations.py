@@ -188,3 +188,11 @@ def m006_run_benchmark(db: sqlite_utils.Database) -> None:
     if "benchmark" not in db.table("runs").columns_dict:
         db.table("runs").add_column("benchmark", str)
     db.execute("update runs set benchmark = 'igakuqa' where benchmark is null")
+
+
+@migration
+def m007_paper_response(db: sqlite_utils.Database) -> None:
+    """``answers.paper_response``: the line the paper's harness reads (``gestalt_paper`` and ``exact``
+    judge it); empty for answers stored before 0.5.0, which those two metrics judged on ``response``."""
+    if "paper_response" not in db.table("answers").columns_dict:
+        db.table("answers").add_column("paper_response", str)

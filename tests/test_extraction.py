@@ -1,9 +1,18 @@
-"""The one extraction step (answer text -> picked letters) that the Ask tab and the benchmark share."""
+"""The two readings of an answer: the corrected one (answer text -> picked letters) that the Ask tab and
+the benchmark share, and the paper harness's line that its metrics read."""
 
 from __future__ import annotations
 
 from app.bench.scoring import score_response
-from app.extraction import answer_line, first_line, pick, similarity, strip_reasoning
+from app.extraction import (
+    answer_line,
+    first_line,
+    harness_response,
+    harness_response_final,
+    pick,
+    similarity,
+    strip_reasoning,
+)
 from app.qa import Answer
 
 CHOICES = ("Gaucher病", "von Gierke病", "オルニチントランスカルバミラーゼ欠損症")
@@ -44,3 +53,35 @@ def test_ask_tab_and_benchmark_pick_the_same_option() -> None:
     bench = score_response("X1", answer_line(Finished.text), CHOICES, ["b"])
     assert answer.pick is not None and answer.pick.letters == bench.picked == ("b",)
     assert answer.chosen_text() == "(b) von Gierke病"
+
+
+def test_harness_response_reads_as_eval_bench_does() -> None:
+    assert harness_response("指示\n### 応答：\n\n  答え \n次の行") == "答え"
+    assert harness_response("### 応答：\nA\n### 応答：\nB") == "A"  # first occurrence, up to the next
+    assert harness_response("### 応答：\n### 応答：\nB") == ""
+    assert harness_response("reason ### Answer: a\n### 応答：\nz") == "z"  # the Japanese marker outranks, wherever
+    assert harness_response("### Response:\nreasoning\n### Answer: X\nmore") == "X"
+    assert harness_response("### Response:\nreasoning\n### Answer：X") == "reasoning"  # full-width colon: no marker
+    assert harness_response("### Answer: a ### Answer: b") == "a"
+    assert harness_response("### 応答:\nA") == "### 応答:"  # half-width colon: no marker, the whole text
+    assert harness_response("### 応答： A\nB") == "### 応答： A"  # no newline right after: no marker
+    assert harness_response("### Response:\r\nX\r\nY") == "X"
+    assert harness_response("### Response:\n\u3000\nX") == "X"
+    assert harness_response("### Response:\na\u2028b") == "a\u2028b"  # only "\n" ends the line
+    assert first_line("a\u2028b") == "a"  # the corrected reading splits every line break
+
+
+def test_the_two_readings_side_by_side() -> None:
+    continuation = "Let us summarize.\n### Answer: von Gierke病\n"
+    assert answer_line(continuation, "### Response:") == "Let us summarize."
+    assert harness_response("### Input:\nQ\n### Response:\n" + continuation) == "von Gierke病"
+
+
+def test_when_the_harness_line_is_final() -> None:
+    prompt_ja, prompt_en = "### 入力：\nQ\n### 応答：\n", "### Input:\nQ\n### Response:\n"
+    assert not harness_response_final(prompt_ja + "\n  答え")
+    assert harness_response_final(prompt_ja + "\n  答え\n")
+    assert harness_response_final(prompt_ja + "### 応答：\n")  # the text read is closed (and empty)
+    assert not harness_response_final(prompt_en + "Answer: b\nmore\n")  # a "### Answer:" may still come
+    assert not harness_response_final(prompt_en + "reasoning\n### Answer: b")
+    assert harness_response_final(prompt_en + "reasoning\n### Answer: b\n")

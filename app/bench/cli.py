@@ -234,7 +234,8 @@ def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None)
 
 @bench.command("score")
 @click.option("--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help='JSON lines: {"problem_id", "prediction": "a,c"} or {"problem_id", "response": "..."}.')
+              help='JSON lines: {"problem_id", "prediction": "a,c"}, {"problem_id", "response": "the model\'s '
+                   'continuation"} or the harness\'s {"problem_id", "full_response": "prompt + continuation"}.')
 @click.option("--lang", type=click.Choice(["ja", "en"]), default="ja", show_default=True)
 @DATA_OPTION
 @click.option("--json", "as_json", is_flag=True)

@@ -1,9 +1,19 @@
 """Scoring an external predictions file (``bench score``).
 
-Each line is ``{"problem_id", "prediction": "a,c"}`` (IgakuQA's format: the letter metric, by
-IgakuQA's own rule, so published baseline files score as they are) or
-``{"problem_id", "response": "free text"}`` (the first line of the response, after a response
-marker if it holds one, scored with every metric).
+Each line is one of:
+
+- ``{"problem_id", "prediction": "a,c"}``: IgakuQA's format, scored with the letter metric by
+  IgakuQA's own rule, so published baseline files score as they are;
+- ``{"problem_id", "response": "..."}``: what the model wrote after the prompt (its continuation).
+  The paper's metrics read it as the paper's harness does: after the question's zero-shot prompt in
+  the paper's template for its language and choice count (:func:`app.bench.prompting.harness_text`),
+  so an English "reasoning ... ``### Answer: X``" is read as X; the corrected metrics read its first
+  non-empty line after the last response marker. Every metric is scored;
+- ``{"problem_id", "full_response": "..."}``: prompt + continuation, as the harness's own result
+  files hold it (they also hold its extracted ``response``; ``full_response`` is read first), read
+  as it is. Every metric is scored.
+
+Reasoning blocks are dropped before either reading (:mod:`app.extraction`).
 """
 
 from __future__ import annotations
@@ -12,16 +22,28 @@ from pathlib import Path
 from typing import Any
 
 from app.bench.baselines import read_predictions
-from app.bench.data import DataError, Dataset
+from app.bench.data import DataError, Dataset, Question
 from app.bench.metrics import METRICS, igakuqa_letter_correct, tally
-from app.bench.scoring import score_response
-from app.extraction import answer_line
-from app.prompts import Language, default_template
+from app.bench.prompting import harness_prompt, harness_text, resolve_template
+from app.bench.scoring import Scored, score_response
+from app.extraction import answer_line, harness_response, strip_reasoning
+from app.prompts import Language
+
+
+def score_text(question: Question, language: Language, text: str, full: bool) -> Scored:
+    """Every metric for a response line's ``text``: a full response (``full``) or a continuation."""
+    template = resolve_template(None, language, question.n_choices)
+    if full:
+        paper_text = strip_reasoning(text)
+    else:
+        paper_text = harness_text(harness_prompt(question, language, template), text)
+    response = answer_line(text, template.response_marker)
+    return score_response(question.problem_id, response, question.choices(language), question.answer,
+                          question.kinki, harness_response(paper_text))
 
 
 def score_file(path: Path, dataset: Dataset, language: Language = "ja") -> dict[str, Any]:
     by_id = dataset.by_id()
-    marker = default_template(language, 5).response_marker
     rows: dict[str, list[dict]] = {m: [] for m in METRICS}
     for item in read_predictions(Path(path)):
         number = item["_line"]
@@ -31,12 +53,11 @@ def score_file(path: Path, dataset: Dataset, language: Language = "ja") -> dict[
         if "prediction" in item:
             rows["letter"].append({"letter": igakuqa_letter_correct(
                 question.problem_id, str(item["prediction"]), question.answer)})
-        elif "response" in item:
-            response = answer_line(str(item["response"]), marker)
-            scored = score_response(question.problem_id, response, question.choices(language),
-                                    question.answer, question.kinki)
+        elif "full_response" in item or "response" in item:
+            full = "full_response" in item
+            scored = score_text(question, language, str(item["full_response" if full else "response"]), full)
             for metric in METRICS:
                 rows[metric].append({metric: scored.verdicts[metric]})
         else:
-            raise DataError(f"{path}:{number}: needs a 'prediction' or a 'response'")
+            raise DataError(f"{path}:{number}: needs a 'prediction', a 'response' or a 'full_response'")
     return {metric: tally(r, metric) for metric, r in rows.items() if r}

@@ -5,18 +5,23 @@ A metric judges one answer (a :class:`Judged`) correct or not; its name is also 
 report, the CLI choices and the UI labels all come from :data:`METRICS`. Adding a metric is one
 decorated function here.
 
+Each metric reads one of the two answer lines of :mod:`app.extraction`: ``gestalt_paper`` and
+``exact`` read the paper harness's line (:func:`app.extraction.harness_response`, ``paper_response``),
+``letter`` and ``gestalt`` the letters picked from the corrected line (:func:`app.extraction.answer_line`,
+``response``).
+
 - ``letter``: IgakuQA's own rule on letters (``prediction.split(",")`` sorted == sorted answer;
   112B30 accepts "a" or "d"; 116A71 counts correct for everyone).
-- ``gestalt_paper``: the JMedLLM paper's code (japanese-lm-med-harness ``eval_bench.py``),
-  flaws included: the gold is the gold choice texts joined with ","; k and the gold list come from
+- ``gestalt_paper``: the JMedLLM paper's code (japanese-lm-med-harness ``eval_bench.py``, lines
+  313-351), flaws included: the gold is the gold choice texts joined with ","; k and the gold list come from
   splitting that text on ",", so a choice containing a comma breaks it; "." is removed from the
   response; each choice scores the symmetric ``SequenceMatcher`` ratio against the response; the
   k best are picked, ties to the lower index.
 - ``gestalt``: the same similarity, with k and the gold set taken from the answer letters.
 - ``exact``: the paper's exact match (cleaned response == cleaned joined gold text).
 
-Numeric-entry questions (no choices) are correct under every metric when the response's digits
-equal the answer's.
+Numeric-entry questions (no choices; not in the paper's sets) are correct under every metric when
+the corrected line's digits equal the answer's.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ EITHER_ANSWER = {"112B30": (("a",), ("d",))}  # "a or d"
 
 @dataclass(frozen=True)
 class Judged:
-    """One answer as the metrics see it: the response line, the letters picked, the question."""
+    """One answer as the metrics see it: its two answer lines, the letters picked, the question."""
 
     problem_id: str
-    response: str
+    response: str  # the corrected answer line (app.extraction.answer_line)
+    paper_response: str  # the paper harness's answer line (app.extraction.harness_response)
     picked: tuple[str, ...]
     choices: Sequence[str]
     answer: Sequence[str]
@@ -166,7 +172,7 @@ def letter(j: Judged) -> bool:
 def gestalt_paper(j: Judged) -> bool:
     if not j.choices:
         return j.numeric_correct
-    return gestalt_paper_correct(j.response, j.choices, j.answer, j.problem_id)
+    return gestalt_paper_correct(j.paper_response, j.choices, j.answer, j.problem_id)
 
 
 @metric("gestalt", "Gestalt (corrected)", "Gestalt（補正版）", "Gestalt (corrected: k and gold from the letters)")
@@ -182,7 +188,7 @@ def gestalt(j: Judged) -> bool:
 def exact(j: Judged) -> bool:
     if not j.choices:
         return j.numeric_correct
-    return exact_correct(j.response, j.choices, j.answer, j.problem_id)
+    return exact_correct(j.paper_response, j.choices, j.answer, j.problem_id)
 
 
 def metric_choices() -> list[str]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from app.bench.data import Question
 from app.bench.metrics import gold_alternatives
-from app.bench.prompting import generate
+from app.bench.prompting import generate, harness_prompt, harness_stop, harness_text
 from app.bench.scoring import Scored, score_letters, score_response
 from app.engines.base import LOGLIK, Engine
-from app.extraction import LETTERS, answer_line, top_k
+from app.extraction import LETTERS, answer_line, harness_response, top_k
 from app.prompts import PaperTemplate
 
 
@@ -89,30 +89,36 @@ def mode(name: str, label_en: str, label_ja: str, help: str, requires: str | Non
     return register
 
 
-def _generated(engine: Engine, request: Request, first_line_only: bool) -> Outcome | None:
-    gen = generate(engine, request.prompt, first_line_only=first_line_only, max_tokens=request.max_tokens,
-                   cancel=request.cancel, conversation=request.conversation)
+def _generated(engine: Engine, request: Request, stop_early: bool) -> Outcome | None:
+    """Generate, then read both answer lines: the corrected one from the continuation, the paper's
+    from the text the harness reads (:func:`app.bench.prompting.harness_text`). ``stop_early``: stop
+    once more tokens cannot change the paper's line (:func:`app.bench.prompting.harness_stop`)."""
+    paper_prompt = harness_prompt(request.question, request.language, request.template)
+    gen = generate(engine, request.prompt, until=harness_stop(paper_prompt) if stop_early else None,
+                   max_tokens=request.max_tokens, cancel=request.cancel, conversation=request.conversation)
     cancel = request.cancel
     if gen.finish_reason == "cancelled" or (cancel is not None and cancel.is_set()
                                             and gen.finish_reason != "first_line"):
         return None
     q = request.question
     response = answer_line(gen.raw, request.template.response_marker)
-    scored = score_response(q.problem_id, response, request.choices, q.answer, q.kinki)
+    paper_response = harness_response(harness_text(paper_prompt, gen.raw))
+    scored = score_response(q.problem_id, response, request.choices, q.answer, q.kinki, paper_response)
     return Outcome(gen.raw, scored, gen.prompt_tokens, gen.completion_tokens, gen.finish_reason)
 
 
 @mode("generate", "Generate (paper's scoring)", "生成（論文の採点）",
-      "greedy, stop when the first line is complete")
-def generate_first_line(engine: Engine, request: Request) -> Outcome | None:
-    return _generated(engine, request, first_line_only=True)
+      "greedy, stop once the line the paper's harness reads is complete (Japanese: the first line; "
+      "English: the first line after '### Answer:', else the end or 256 tokens)")
+def generate_until_answer(engine: Engine, request: Request) -> Outcome | None:
+    return _generated(engine, request, stop_early=True)
 
 
 @mode("loglik", "Log-likelihood", "対数尤度", "choice log-likelihood", requires=LOGLIK)
 def loglik(engine: Engine, request: Request) -> Outcome | None:
     choices = request.choices
     if not choices:  # numeric entry: nothing to score, so generate
-        return _generated(engine, request, first_line_only=True)
+        return _generated(engine, request, stop_early=True)
     q = request.question
     scores = engine.option_logprobs(request.prompt, choices)
     k = len(gold_alternatives(q.problem_id, q.answer)[0])
@@ -123,9 +129,9 @@ def loglik(engine: Engine, request: Request) -> Outcome | None:
 
 
 @mode("paper", "Paper (256 tokens)", "論文どおり（256トークン）",
-      "greedy 256 tokens, then the first line (the paper's procedure)", in_ui=False)
+      "greedy 256 tokens, then the harness's line (the paper's procedure)", in_ui=False)
 def paper_256(engine: Engine, request: Request) -> Outcome | None:
-    return _generated(engine, request, first_line_only=False)
+    return _generated(engine, request, stop_early=False)
 
 
 def mode_help() -> str:

@@ -20,7 +20,7 @@ from app.timestamps import utc_now
 # The answers table's columns around the metric columns; the metric columns (one 0/1 column per
 # registered metric, named after it) sit between them and are added to older databases on demand.
 QUESTION_COLUMNS = ("id", "run_id", "problem_id", "language", "exam", "block", "category", "points", "text_only",
-                    "prompt_hash", "raw_output", "response", "picked", "gold")
+                    "prompt_hash", "raw_output", "response", "paper_response", "picked", "gold")
 RESULT_COLUMNS = ("abstained", "best_similarity", "scores", "kinki_picked", "contraindicated", "latency_s",
                   "prompt_tokens", "completion_tokens", "finish_reason", "created_at")
 
