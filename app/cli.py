@@ -40,7 +40,8 @@ class LazyGroup(UserErrorGroup):
     """A click group whose heavy subcommand groups are imported only when used."""
 
     lazy = {"bench": "app.bench.cli:bench", "chat": "app.chat_cli:chat", "convert": "model_tools.cli:convert",
-            "db": "app.db_cli:db", "doctor": "app.doctor_cli:doctor", "user": "app.users_cli:user"}
+            "db": "app.db_cli:db", "doctor": "app.doctor_cli:doctor", "train": "model_tools.train.cli:train",
+            "user": "app.users_cli:user"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])

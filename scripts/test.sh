@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. the fast layer (no model, no data): -m "not model and not data".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh demo,convert,test
+./scripts/setup.sh demo,convert,train,test
 echo "ruff ..."
 .venv/bin/ruff check .
 echo "mypy ..."

@@ -1,0 +1,104 @@
+"""Bad inputs are clear errors and write nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.bench.loaders.question_set import read_questions
+from model_tools.train import trainer
+from model_tools.train.config import LoraSettings, TrainSettings
+from model_tools.train.data import load_pairs
+from model_tools.train.errors import TrainError
+from model_tools.train.leakage import LeakageFound
+from tests.conftest import REPO_ROOT
+from tests.train.conftest import question_rows, write_jsonl
+
+TRAIN = [sys.executable, "-m", "model_tools.train.cli"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TRAIN, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _job(base: Path, data: Path, out: Path, **lora: object) -> trainer.Job:
+    return trainer.Job("lora", base, load_pairs(data, "ja"), out, TrainSettings(epochs=1, batch_size=2),
+                       LoraSettings(**lora), "ja")  # type: ignore[arg-type]
+
+
+def test_empty_file(tmp_path: Path, small_base: Path) -> None:
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n")
+    result = _cli("lora", "--base", str(small_base), "--data", str(data), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and "the file is empty" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_line_named_by_file_and_line(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "qs.jsonl", question_rows()[:2])
+    data.write_text(data.read_text() + '{"id": "x", "question": \n')
+    with pytest.raises(TrainError, match=r"qs\.jsonl:3"):
+        load_pairs(data, "ja")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "c"}\n')
+    with pytest.raises(TrainError, match=r"pairs\.jsonl:2"):
+        load_pairs(pairs, "ja")
+
+
+def test_base_that_is_not_qwen2(tmp_path: Path, small_base: Path, question_file: Path) -> None:
+    base = tmp_path / "llama"
+    shutil.copytree(small_base, base)
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    result = _cli("lora", "--base", str(base), "--data", str(question_file), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and "only the Qwen2 family" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_enough_disk_space(tmp_path: Path, small_base: Path, question_file: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trainer, "free_space", lambda folder: 1024)
+    with pytest.raises(TrainError, match="not enough free disk space"):
+        trainer.run(_job(small_base, question_file, tmp_path / "out"), leakage_sets=[])
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_folder(tmp_path: Path, small_base: Path, question_file: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_bytes(b"x")
+    with pytest.raises(TrainError, match="not a training run"):
+        trainer.run(_job(small_base, question_file, out), leakage_sets=[])
+    (out / "training.json").write_text("{}")
+    with pytest.raises(TrainError, match="--overwrite"):
+        trainer.run(_job(small_base, question_file, out), leakage_sets=[])
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_model.safetensors", "training.json"]
+
+
+def test_leaked_benchmark_question_stops_training(tmp_path: Path, small_base: Path) -> None:
+    from app.bench.data import Dataset
+
+    rows = question_rows()
+    bench_row = {"id": "b1", "question": "急性心筋梗塞の初期治療として最も適切な薬剤はどれか。",
+                 "choices": ["アスピリン", "インスリン", "ワルファリン", "ヘパリン", "モルヒネ"], "answer": "a"}
+    data = write_jsonl(tmp_path / "qs.jsonl", [*rows, {**bench_row, "id": "leak"}])
+    line = json.dumps(bench_row, ensure_ascii=False).encode()
+    bench = Dataset(root=tmp_path, questions=read_questions(line, "bench.jsonl"), fingerprint="f", name="bench")
+    with pytest.raises(LeakageFound, match="--allow-overlap"):
+        trainer.run(_job(small_base, data, tmp_path / "out"), leakage_sets=[bench])
+    assert not (tmp_path / "out").exists()
+
+
+def test_qlora_needs_cuda(tmp_path: Path, small_base: Path, question_file: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(TrainError, match="--qlora needs a CUDA GPU"):
+        trainer.run(_job(small_base, question_file, tmp_path / "out", qlora=True), leakage_sets=[])
+    assert not (tmp_path / "out").exists()
