@@ -196,3 +196,11 @@ def m007_paper_response(db: sqlite_utils.Database) -> None:
     judge it); empty for answers stored before 0.5.0, which those two metrics judged on ``response``."""
     if "paper_response" not in db.table("answers").columns_dict:
         db.table("answers").add_column("paper_response", str)
+
+
+@migration
+def m008_run_training_overlap(db: sqlite_utils.Database) -> None:
+    """``runs.training_overlap``: the model's recorded overlap of its training data with the benchmark
+    sets (JSON, :mod:`app.bench.overlap`); NULL for a model without a record and for older runs."""
+    if "training_overlap" not in db.table("runs").columns_dict:
+        db.table("runs").add_column("training_overlap", str)

@@ -6,6 +6,7 @@ is produced, converted and written on its own, so memory holds one tensor at a t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from app.atomic import atomic_path
+from app.bench.overlap import OVERLAP_KEY, encode_overlap
 from model_tools.checkpoint import BaseCheckpoint, ConvertError, LoraAdapter
 from model_tools.lora_merge import merged_tensors
 from model_tools.readme import add_model_metadata
@@ -122,6 +124,19 @@ def _add_tokenizer(writer: gguf.GGUFWriter, base: BaseCheckpoint) -> None:
         writer.add_chat_template(base.chat_template)
 
 
+def _add_training_overlap(writer: gguf.GGUFWriter, adapter_dir: Path) -> None:
+    """The overlap with the benchmark sets that ``jmedllm train`` recorded in the adapter's training.json,
+    for benchmark runs of the model to show beside their scores (:mod:`app.bench.overlap`)."""
+    manifest = adapter_dir / "training.json"
+    if not manifest.is_file():
+        return
+    try:
+        leakage = json.loads(manifest.read_text(encoding="utf-8"))["leakage"]
+        writer.add_string(OVERLAP_KEY, encode_overlap(leakage))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConvertError(f"{manifest}: cannot read its leakage record ({exc!r})") from exc
+
+
 def gguf_names(base: BaseCheckpoint) -> dict[str, str]:
     """HF tensor name -> llama.cpp tensor name, through gguf-py's own qwen2 name map."""
     import gguf
@@ -173,6 +188,8 @@ def export_gguf(base: BaseCheckpoint, adapter: LoraAdapter | None, out_path: Pat
             writer.add_file_type(int(file_type))
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
             _add_tokenizer(writer, base)
+            if adapter is not None:
+                _add_training_overlap(writer, adapter.path)
             kinds = {}
             for hf_name, entry in base.tensors.items():
                 kind = _target_type(len(entry.shape), out_type)

@@ -65,8 +65,8 @@ def test_upgrade_keeps_every_run_answer_and_question(old_db: Path) -> None:
     width = {t: len(before[t][0]) for t in TABLES}
     assert {t: [row[: width[t]] for row in after[t]] for t in TABLES} == before  # every 0.1.0 value as it was
     # later columns: runs learnt their engine (0.4.0; old runs ran in process, one at a time) and
-    # their question set (0.5.0; old runs all asked IgakuQA)
-    assert {row[width["runs"]:] for row in after["runs"]} == {("local", None, 1, None, "igakuqa")}
+    # their question set (0.5.0; old runs all asked IgakuQA) and their model's recorded training overlap (none)
+    assert {row[width["runs"]:] for row in after["runs"]} == {("local", None, 1, None, "igakuqa", None)}
 
 
 def test_opening_again_applies_nothing(old_db: Path) -> None:

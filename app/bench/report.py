@@ -10,6 +10,7 @@ from typing import Any
 
 from app.bench.data import EXAMS, Dataset
 from app.bench.metrics import METRICS, PRIMARY, tally
+from app.bench.overlap import overlap_line
 from app.bench.safety import PASS_LINES, QuestionResult, pass_fail
 from app.bench.scoring import empty_answer_floor
 
@@ -102,6 +103,9 @@ def format_summary(run: dict, summary: dict[str, Any]) -> str:
         "",
         "Accuracy (correct/total):",
     ]
+    overlap = overlap_line(run)
+    if overlap:  # a model trained here: its training data's overlap with this set, beside the score
+        lines[4:4] = [f"  {overlap}"]
     for lang, totals in summary["by_language"].items():
         for metric, t in totals.items():
             acc = f"{t['accuracy'] * 100:.1f}%" if t["accuracy"] is not None else "-"

@@ -30,6 +30,7 @@ import sqlite_utils
 
 from app.bench.baselines import PAPER_REPORTED
 from app.bench.metrics import PRIMARY, tally
+from app.bench.overlap import overlap_line
 from app.bench.store import get_run
 from app.errors import UserError
 
@@ -314,6 +315,7 @@ def paper_table(db: sqlite_utils.Database, run_ids: Sequence[int], reference: bo
         "(a uniform random pick); numeric-entry questions count 0, questions never scored are left out.",
         *(_legend(c) for c in columns),
         *filled.incomplete,
+        *(f"Run {run['id']} ({run['model_file']}): {line}" for run in runs if (line := overlap_line(run))),
     ]
     shown = columns
     if reference:
