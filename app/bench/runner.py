@@ -6,6 +6,13 @@ template, shots, languages, question set, limit, data fingerprint): starting a r
 settings finds the unfinished one, skips what it already answered, and continues. On an engine
 with several slots (llama-server, openai) that many questions are in flight; each answer is still
 committed as it arrives, and a server that fails is waited for and the question asked again.
+
+Every question of a run starts with the same template text (the instructions; with shots, also the
+examples). Each question is asked under a conversation key (:func:`prefix_key`: one per template,
+language and slot), so the local engine keeps the evaluated prompt and evaluates only what follows
+the shared prefix, with the answers of an evaluation from scratch
+(:mod:`app.engines.conversation_cache`); the kept states are forgotten when the run's questions end.
+``RunConfig(reuse_prefix=False)`` evaluates every prompt from scratch (for comparison).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from app.bench import store
 from app.bench.data import Dataset, Question
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES, Mode, Outcome, Request
+from app.bench.overlap import run_overlap
 from app.bench.prompting import PAPER_MAX_TOKENS, build_prompt, prompt_hash, template_family
 from app.bench.report import summarize
 from app.bench.sets import SetError, SetSpec, select
@@ -48,11 +56,12 @@ class UnknownMode(UserError, ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What a run asks and how; everything here but ``data`` is part of its identity (the data's
-    fingerprint is, whatever path or name reached it).
+    """What a run asks and how; everything here but ``data`` and ``reuse_prefix`` is part of its
+    identity (the data's fingerprint is, whatever path or name reached it).
 
     ``data``: the question set (:func:`app.bench.sources.load_dataset`: None for IgakuQA, an
-    imported set's name, or a path).
+    imported set's name, or a path). ``reuse_prefix``: let the engine keep each question's
+    evaluated prompt for the next one (the same answers, faster; see :func:`prefix_key`).
     """
 
     set_spec: SetSpec = SetSpec()
@@ -63,6 +72,7 @@ class RunConfig:
     limit: int | None = None
     data: str | None = None
     max_tokens: int = PAPER_MAX_TOKENS
+    reuse_prefix: bool = True
 
     @property
     def mode_spec(self) -> Mode:
@@ -150,7 +160,8 @@ def outcome_fields(outcome: Outcome) -> dict:
     """The answers-table columns that record what the model answered and how it scored."""
     scored = outcome.scored
     return {
-        "raw_output": outcome.raw, "response": scored.response, "picked": ",".join(scored.picked),
+        "raw_output": outcome.raw, "response": scored.response, "paper_response": scored.paper_response,
+        "picked": ",".join(scored.picked),
         **{name: int(scored.verdicts[name]) for name in METRICS},
         "abstained": int(scored.abstained), "best_similarity": round(scored.best_similarity, 4),
         "scores": json.dumps([round(s, 4) for s in scored.similarities]),
@@ -162,15 +173,37 @@ def outcome_fields(outcome: Outcome) -> dict:
 
 def unanswerable_fields(reason: str) -> dict:
     """The answers-table columns for a question the model could not be asked (every metric wrong)."""
-    return {"raw_output": "", "response": "", "picked": "", **{name: 0 for name in METRICS}, "abstained": 1,
-            "contraindicated": 0, "finish_reason": reason}
+    return {"raw_output": "", "response": "", "paper_response": "", "picked": "", **{name: 0 for name in METRICS},
+            "abstained": 1, "contraindicated": 0, "finish_reason": reason}
+
+
+def prefix_key(config: RunConfig, language: str, n_choices: int, lane: int = 0) -> str | None:
+    """The conversation key a question is asked under, so that the engine evaluates only what follows
+    the prefix it shares with the previous question of that key; None with ``reuse_prefix`` off.
+
+    One key per template (its language and choice count pick it) and per ``lane`` (one of the
+    engine's slots: questions in flight together never share a key).
+    """
+    if not config.reuse_prefix:
+        return None
+    return f"bench:{template_family(config.template)}:{config.shots}:{language}:{n_choices}:{lane}"
+
+
+def forget_prefixes(engine: Engine, config: RunConfig, items: list[tuple[Question, str]]) -> None:
+    """Drop the evaluated prompts the engine keeps under the keys ``items`` were asked under."""
+    keys = {prefix_key(config, language, question.n_choices, lane)
+            for question, language in items for lane in range(engine.slots)}
+    for key in sorted(k for k in keys if k is not None):
+        engine.forget(key)
 
 
 def answer_question(engine: Engine, question: Question, language: str, config: RunConfig,
-                    cancel: threading.Event | None = None) -> dict | None:
-    """Ask one question; the answers-table row, or None when cancelled mid-answer."""
+                    cancel: threading.Event | None = None, lane: int = 0) -> dict | None:
+    """Ask one question (on ``lane``, see :func:`prefix_key`); the answers-table row, or None when
+    cancelled mid-answer."""
     prompt, template = build_prompt(question, language, config.template, config.shots)
-    request = Request(question, language, prompt, template, config.max_tokens, cancel)
+    request = Request(question, language, prompt, template, config.max_tokens, cancel,
+                      prefix_key(config, language, question.n_choices, lane))
     start = time.perf_counter()
     outcome = config.mode_spec.answer(engine, request)
     if outcome is None:
@@ -180,13 +213,13 @@ def answer_question(engine: Engine, question: Question, language: str, config: R
 
 
 def answer_or_record(engine: Engine, question: Question, language: str, config: RunConfig,
-                     cancel: threading.Event | None) -> dict | None:
+                     cancel: threading.Event | None, lane: int = 0) -> dict | None:
     """:func:`answer_question`, with a prompt too long recorded as unanswerable, and a server engine
     that fails waited for (up to :data:`RECOVERY_WAIT_S`) and asked again."""
     attempt = 1
     while True:
         try:
-            return answer_question(engine, question, language, config, cancel)
+            return answer_question(engine, question, language, config, cancel, lane)
         except PromptTooLong as exc:
             return {**question_fields(question, language), **unanswerable_fields(f"too_long: {exc}")}
         except EngineUnavailable:
@@ -202,24 +235,35 @@ Answered = tuple[Question, str, "dict | None"]
 def answers_in_flight(engine: Engine, items: list[tuple[Question, str]], config: RunConfig,
                       cancel: threading.Event | None) -> Iterator[Answered]:
     """(question, language, row) as answers arrive, up to ``engine.slots`` questions in flight; a row
-    of None is a question stopped mid-answer. Stops asking once ``cancel`` is set."""
-    if engine.slots == 1:
-        for question, language in items:
-            if cancel is not None and cancel.is_set():
-                return
-            yield question, language, answer_or_record(engine, question, language, config, cancel)
-        return
+    of None is a question stopped mid-answer. Stops asking once ``cancel`` is set. The evaluated
+    prompts kept for the next question (:func:`prefix_key`) are forgotten when it ends."""
+    try:
+        if engine.slots == 1:
+            for question, language in items:
+                if cancel is not None and cancel.is_set():
+                    return
+                yield question, language, answer_or_record(engine, question, language, config, cancel)
+        else:
+            yield from _answers_in_parallel(engine, items, config, cancel)
+    finally:
+        forget_prefixes(engine, config, items)
+
+
+def _answers_in_parallel(engine: Engine, items: list[tuple[Question, str]], config: RunConfig,
+                         cancel: threading.Event | None) -> Iterator[Answered]:
     stop = threading.Event()  # set by a cancel, or when the caller stops listening
     queue = iter(items)
+    free_lanes = list(range(engine.slots))
     with ThreadPoolExecutor(max_workers=engine.slots, thread_name_prefix="bench") as pool:
-        pending: dict[Future, tuple[Question, str]] = {}
+        pending: dict[Future, tuple[Question, str, int]] = {}
 
         def fill() -> None:
-            while len(pending) < engine.slots and not stop.is_set():
+            while free_lanes and not stop.is_set():
                 item = next(queue, None)
                 if item is None:
                     return
-                pending[pool.submit(answer_or_record, engine, *item, config, stop)] = item
+                lane = free_lanes.pop()
+                pending[pool.submit(answer_or_record, engine, *item, config, stop, lane)] = (*item, lane)
 
         try:
             fill()
@@ -228,7 +272,8 @@ def answers_in_flight(engine: Engine, items: list[tuple[Question, str]], config:
                 if cancel is not None and cancel.is_set():
                     stop.set()
                 for future in done:
-                    question, language = pending.pop(future)
+                    question, language, lane = pending.pop(future)
+                    free_lanes.append(lane)
                     yield question, language, future.result()
                 fill()
         finally:
@@ -247,7 +292,7 @@ def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, i
         "shots": config.shots, "mode": config.mode, "language": config.language_label,
         "question_set": config.set_spec.label(), "set_size": len({q.problem_id for q, _ in plan(dataset, config)}),
         "limit_n": config.limit, "benchmark": dataset.name, "data_dir": str(dataset.root),
-        "data_fingerprint": dataset.fingerprint,
+        "data_fingerprint": dataset.fingerprint, "training_overlap": run_overlap(card),
         "settings": json.dumps(identity, ensure_ascii=False), "n_items": n_items,
     }
 
