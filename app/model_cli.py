@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
-
-BAR_FROM_BYTES = 8 * 2**20  # smaller files are copied before a bar says anything
 
 
 @click.command("import")
@@ -20,26 +17,14 @@ def import_cmd(file: Path, name: str | None, replace: bool) -> None:
 
     FILE is checked first (GGUF header and metadata, an architecture llama.cpp runs, free disk space)
     and copied to a temporary file that takes its name only when complete; its sha256 is recorded."""
-    from tqdm import tqdm
 
+    from app.copy_progress import copy_progress
     from app.gguf_metadata import printable
     from app.model_card import read_model_card
     from app.model_import import import_model
 
-    bar: tqdm | None = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc="Copying", file=sys.stderr,
-                       disable=total < BAR_FROM_BYTES, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
-    try:
+    with copy_progress() as on_progress:
         imported = import_model(file, name, replace, on_progress)
-    finally:
-        if bar is not None:
-            bar.close()
     card = read_model_card(imported.path)  # the sha256 is cached: the file is not read again
     verb = "Replaced" if imported.replaced else "Imported"
     click.echo(f"{verb} {imported.path.name} in {imported.path.parent}")

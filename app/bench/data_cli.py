@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from app.cli import UserErrorGroup
-
-BAR_FROM_BYTES = 8 * 1024**2  # smaller imports finish before a bar says anything
 
 
 @click.group("data", cls=UserErrorGroup)
@@ -27,24 +24,12 @@ def add_cmd(path: Path, name: str | None, replace: bool) -> None:
 
     PATH is a folder, a question file, or the zip GitHub serves for a repository (IgakuQA-main.zip,
     downloaded on another machine): checked, validated and copied into the data folder."""
-    from tqdm import tqdm
 
     from app.bench.importing import add
+    from app.copy_progress import copy_progress
 
-    bar: tqdm | None = None
-
-    def on_progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc="Copying", file=sys.stderr,
-                       disable=total < BAR_FROM_BYTES, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
-    try:
+    with copy_progress() as on_progress:
         added = add(path, name, on_progress, replace)
-    finally:
-        if bar is not None:
-            bar.close()
     for entry in added:
         click.echo(f"Imported {entry.name}: {entry.label}, {entry.questions:,} questions "
                    f"({', '.join(entry.languages)}), layout {entry.layout}, fingerprint {entry.fingerprint[:12]}.")
