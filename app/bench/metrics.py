@@ -34,7 +34,9 @@ from typing import Any
 from app.extraction import LETTERS, clean, letter_index, similarity, top_k
 
 ALWAYS_CORRECT = {"116A71"}  # IgakuQA's scorer counts it correct for everyone
-EITHER_ANSWER = {"112B30": (("a",), ("d",))}  # "a or d"
+# Questions the official answer key accepts either answer to: 112B30 "a or d" (IgakuQA), 119E28
+# "a or c" (IgakuQA119's correct_answers.csv writes it "ac")
+EITHER_ANSWER = {"112B30": (("a",), ("d",)), "119E28": (("a",), ("c",))}
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,14 @@ class Judged:
 
     @property
     def numeric_correct(self) -> bool:
-        """For a numeric-entry question: the response's digits equal the answer's."""
-        return bool(self.response.strip()) and _numeric(self.response) == _numeric("".join(self.answer))
+        """For a numeric-entry question: the response's number equals the answer's ("0.4" = "0.40")."""
+        if not self.response.strip():
+            return False
+        given, gold = _numeric(self.response), _numeric("".join(self.answer))
+        try:
+            return float(given) == float(gold)
+        except ValueError:
+            return given == gold
 
 
 @dataclass(frozen=True)

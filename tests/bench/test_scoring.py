@@ -116,3 +116,16 @@ def test_answer_line_is_the_first_non_empty_line_after_the_marker() -> None:
     assert answer_line("\n\n  答え\n理由", "### 応答：") == "答え"
     assert answer_line("prompt ### Response:\nfoo\nbar", "### Response:") == "foo"
     assert answer_line("", "### Response:") == ""
+
+
+def test_numeric_answers_compare_as_numbers() -> None:
+    assert score_response("120D1", "0.4", (), ("0.40",)).verdicts["letter"]
+    assert score_response("120D1", "０．４０", (), ("0.4",)).verdicts["gestalt_paper"]
+    assert not score_response("120D1", "4", (), ("0.4",)).verdicts["letter"]
+
+
+def test_either_answer_of_119e28() -> None:
+    choices = ("甲", "乙", "丙", "丁", "戊")
+    assert score_response("119E28", "c", choices, ("a", "c")).verdicts["letter"]
+    assert score_response("119E28", "a", choices, ("a", "c")).verdicts["letter"]
+    assert not score_response("119E28", "a,c", choices, ("a", "c")).verdicts["letter"]
