@@ -12,6 +12,7 @@ import torch
 from model_tools.train.config import LoraSettings, TrainSettings
 from model_tools.train.data import load_pairs
 from model_tools.train.trainer import Job, Result, run
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow  # one training run of ~40 s on two CPU cores, shared by the tests
 
@@ -73,11 +74,12 @@ def test_adapter_converts_to_gguf_with_same_answers(trained: Result, small_base:
     import llama_cpp
     from transformers import AutoTokenizer
 
-    from model_tools.checkpoint import open_adapter, open_base
-    from model_tools.gguf_export import export_gguf
-
-    base = open_base(small_base)
-    gguf = export_gguf(base, open_adapter(trained.out, base), tmp_path / "m.gguf", "f32", progress=False)
+    # the adapter goes straight into the converter, as a user runs it (f32: exact enough to compare tokens)
+    built = run_cli("convert", "build", "--base", str(small_base), "--adapter", str(trained.out),
+                    "--out", str(tmp_path / "gguf"), "--outtype", "f32", "--quant", "Q8_0", "--no-verify",
+                    "--name", "tiny")
+    assert built.returncode == 0, built.stderr
+    gguf = tmp_path / "gguf" / "tiny-f32.gguf"
     llm = llama_cpp.Llama(str(gguf), n_ctx=512, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(small_base)
     model = _merged(small_base, trained.out)
