@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,11 @@ import pytest
 
 from app.demo_model import ensure_demo_model
 from app.engines.local import LocalEngine
+
+# A test run started in the background (`nohup ... &`) inherits an ignored SIGINT, and so would every
+# process the tests start: the Ctrl-C tests need it delivered, so SIGINT is given back its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if TYPE_CHECKING:
     from app.engines.llama_server import LlamaServerEngine

@@ -138,7 +138,7 @@ def test_bench_run_says_it_creates_a_new_database(tmp_path: Path) -> None:
     new = tmp_path / "fresh.db"
     result = run_cli("bench", "run", "--db", str(new), "--data-dir", str(tmp_path / "no-data"),
                      "--model", str(tmp_path / "absent.gguf"))
-    assert_clean_error(result, f"Creating a new database at {new}", "IgakuQA data not found")
+    assert_clean_error(result, f"Creating a new database at {new}", "No question set", "no such file or folder")
 
 
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:

@@ -14,13 +14,13 @@ import httpx
 import pytest
 
 from app.security import MAX_FAILURES, Users
+from app.ui.server import MAX_UPLOAD_BYTES
 from tests.conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 ALICE, BOB = ("alice", "alice's long password"), ("bob", "bob's long password ")
 SESSION_HOURS = 0.002  # 7.2 seconds
-MAX_UPLOAD = 10 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_uploads_are_capped_and_kept_in_a_private_folder(server: Server, cache_d
     with client(server, "127.0.0.7") as http:
         assert http.post("/gradio_api/upload", files={"files": ("a.txt", b"hello")}).status_code == 401
         assert login(http, *BOB).status_code == 200
-        too_big = http.post("/gradio_api/upload", files={"files": ("big.bin", b"x" * (MAX_UPLOAD + 1))})
+        too_big = http.post("/gradio_api/upload", files={"files": ("big.bin", b"x" * (MAX_UPLOAD_BYTES + 1))})
         assert too_big.status_code == 413
         small = http.post("/gradio_api/upload", files={"files": ("a.txt", b"hello")})
         assert small.status_code == 200

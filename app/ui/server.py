@@ -50,7 +50,7 @@ OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
 }
 UPLOAD_DIR_ENV = "GRADIO_TEMP_DIR"
-MAX_UPLOAD_BYTES = 256 * 1024 * 1024  # question-set imports (zips of benchmark repositories)
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # question-set imports (zips of benchmark repositories, question banks)
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 CLIENT_ADDRESS: contextvars.ContextVar[str] = contextvars.ContextVar("client_address", default="unknown")
