@@ -163,6 +163,17 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
     raise DataError(missing_data_message(root))
 
 
+def json_object(line: str, where: str) -> dict:
+    """One JSONL line as an object; malformed JSON or another kind of value is a :class:`DataError` at ``where``."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: not a JSON object")
+    return row
+
+
 def parse_jsonl(text: str, name: str) -> list[dict]:
     """The JSON objects of a JSONL text, each with its ``problem_id`` and its line number as ``_line``.
 

@@ -25,12 +25,11 @@ The paper's set is the four-choice questions (``paper_choices`` 4).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from app.bench.data import DataError, Dataset, Question, decode_utf8
+from app.bench.data import DataError, Dataset, Question, decode_utf8, json_object
 from app.bench.loaders import loader
 
 LETTERS = "abcdefgh"
@@ -141,12 +140,7 @@ def _read_language(path: Path, rel: str, language: str, digest: hashlib._Hash) -
         if not line.strip():
             continue
         where = f"{rel}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: not a JSON object")
+        row = json_object(line, where)
         problem_id = row.get("problem_id", len(questions) + 1)
         if not isinstance(problem_id, (str, int)) or isinstance(problem_id, bool) or not str(problem_id).strip():
             raise DataError(f"{where}: 'problem_id' is not a text or number")

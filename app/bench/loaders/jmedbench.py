@@ -26,7 +26,7 @@ import json
 import re
 from pathlib import Path
 
-from app.bench.data import DataError, Dataset, Question
+from app.bench.data import DataError, Dataset, Question, json_object
 from app.bench.loaders import loader
 from app.bench.loaders.harness import LETTERS, check_choices, check_unique, plain_question, read_source, search
 
@@ -71,12 +71,7 @@ def set_language(name: str, texts: list[str]) -> str:
 
 def _row(line: str, where: str) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
     """(id, text with any context, choices, answer letters) of one record."""
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: malformed JSON ({exc.msg})") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: not a JSON object")
+    row = json_object(line, where)
     sample_id = row.get("sample_id")
     if not isinstance(sample_id, (str, int)) or isinstance(sample_id, bool) or not str(sample_id).strip():
         raise DataError(f"{where}: 'sample_id' is missing or not a text or number")
