@@ -128,11 +128,12 @@ def plan(dataset: Dataset, config: RunConfig) -> list[tuple[Question, str]]:
     if not languages:
         raise SetError(f"{dataset.label} has no questions in {' or '.join(config.languages)} "
                        f"(it has {', '.join(dataset.languages) or 'none'})")
-    per_lang = {lang: {q.problem_id for q in select(dataset, config.set_spec, lang)} for lang in languages}
+    selected = {lang: select(dataset, config.set_spec, lang) for lang in languages}
+    per_lang = {lang: {q.problem_id for q in questions} for lang, questions in selected.items()}
     ordered: list[Question] = []
     seen: set[str] = set()
-    for lang in languages:
-        for q in select(dataset, config.set_spec, lang):
+    for questions in selected.values():
+        for q in questions:
             if q.problem_id not in seen:
                 seen.add(q.problem_id)
                 ordered.append(q)
@@ -281,7 +282,8 @@ def _answers_in_parallel(engine: Engine, items: list[tuple[Question, str]], conf
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, identity: dict, n_items: int) -> dict:
+def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, identity: dict,
+                items: list[tuple[Question, str]]) -> dict:
     card = engine.card
     return {
         "config_key": key, "engine": engine.kind, "endpoint": card.endpoint, "slots": engine.slots,
@@ -290,10 +292,10 @@ def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, i
         "backend_version": engine.backend_version, "device": engine.device,
         "gpu_layers": engine.gpu_layers, "n_ctx": engine.n_ctx, "template": template_family(config.template),
         "shots": config.shots, "mode": config.mode, "language": config.language_label,
-        "question_set": config.set_spec.label(), "set_size": len({q.problem_id for q, _ in plan(dataset, config)}),
+        "question_set": config.set_spec.label(), "set_size": len({q.problem_id for q, _ in items}),
         "limit_n": config.limit, "benchmark": dataset.name, "data_dir": str(dataset.root),
         "data_fingerprint": dataset.fingerprint, "training_overlap": run_overlap(card),
-        "settings": json.dumps(identity, ensure_ascii=False), "n_items": n_items,
+        "settings": json.dumps(identity, ensure_ascii=False), "n_items": len(items),
     }
 
 
@@ -334,7 +336,7 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
         store.claim_run(db, run_id)
         done_keys = store.answered_keys(db, run_id)
     else:
-        run_id = store.create_run(db, _run_fields(engine, config, dataset, key, identity, len(items)))
+        run_id = store.create_run(db, _run_fields(engine, config, dataset, key, identity, items))
         done_keys = set()
     correct = db.execute(f"select coalesce(sum({PRIMARY}), 0) from answers where run_id = ?", [run_id]).fetchone()[0]
     progress = RunProgress(run_id, len(done_keys), len(items), resumed=len(done_keys), correct=int(correct))
