@@ -12,12 +12,12 @@ card does not read the file again.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.atomic import atomic_writer
 from app.demo_model import DEMO_ALIAS
+from app.disk import free_bytes, size_text
 from app.errors import UserError
 from app.gguf_metadata import GGUF_MAGIC, GGUFFormatError, printable, read_gguf_metadata
 from app.hashing import HashProgress, remember_sha256
@@ -69,10 +69,6 @@ class ImportedModel:
 def _shown(text: str) -> str:
     text = printable(text)
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def model_file_name(name: str) -> str:
@@ -129,10 +125,10 @@ def check_importable(source: Path) -> str:
 
 def check_free_space(folder: Path, size: int) -> None:
     """Refuse unless ``folder``'s disk has room for ``size`` bytes and :data:`DISK_MARGIN` more."""
-    free = shutil.disk_usage(folder).free
+    free = free_bytes(folder)
     if size + DISK_MARGIN > free:
-        raise ModelImportError(f"Not enough free disk space in {folder}: the model needs {_size(size)} and "
-                               f"{_size(DISK_MARGIN)} should stay free, but only {_size(free)} is left.")
+        raise ModelImportError(f"Not enough free disk space in {folder}: the model needs {size_text(size)} and "
+                               f"{size_text(DISK_MARGIN)} should stay free, but only {size_text(free)} is left.")
 
 
 def _copy(source: Path, target: Path, size: int, on_progress: HashProgress | None) -> str:
@@ -148,8 +144,8 @@ def _copy(source: Path, target: Path, size: int, on_progress: HashProgress | Non
                 if on_progress is not None:
                     on_progress(done, size)
             if done != size:
-                raise ModelImportError(f"{source.name} changed size while it was copied ({_size(size)}, then "
-                                       f"{_size(done)}); wait until it is completely written and try again.")
+                raise ModelImportError(f"{source.name} changed size while it was copied ({size_text(size)}, then "
+                                       f"{size_text(done)}); wait until it is completely written and try again.")
     except OSError as exc:
         raise ModelImportError(f"Copying {source.name} into {target.parent} failed: {exc.strerror or exc}. "
                                "Nothing was written.") from exc

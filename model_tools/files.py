@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from app.disk import free_bytes
 from model_tools.checkpoint import ConvertError
 
 
@@ -35,13 +36,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
 def require_free_space(folder: Path, needed: int) -> None:
     """Refuse to start when ``folder``'s file system has less than ``needed`` bytes free."""
-    folder = Path(folder)
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    free = free_bytes(folder)
     if free < needed:
         raise ConvertError(
-            f"not enough free disk space in {probe}: need about {needed / 1024**3:.1f} GiB, "
+            f"not enough free disk space in {folder}: need about {needed / 1024**3:.1f} GiB, "
             f"{free / 1024**3:.1f} GiB free"
         )

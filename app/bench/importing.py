@@ -38,6 +38,7 @@ from app.atomic import atomic_writer
 from app.bench.data import DataError, Dataset
 from app.bench.library import FILES, MANIFEST, NAME_PATTERN, Entry, entries, find, library_dir
 from app.bench.loaders import Loader, discover, known_layouts
+from app.disk import free_bytes, size_text
 from app.timestamps import utc_now
 
 MAX_TOTAL_BYTES = 2 * 1024**3  # all files of one import, unpacked
@@ -74,7 +75,7 @@ class _Meter:
     def add(self, n: int) -> None:
         self.done += n
         if self.done > MAX_TOTAL_BYTES:
-            raise ImportRefused(f"{self.label}: more than {_size(MAX_TOTAL_BYTES)} of data; refused")
+            raise ImportRefused(f"{self.label}: more than {size_text(MAX_TOTAL_BYTES)} of data; refused")
         if self.on_progress is not None:
             self.on_progress(self.done, self.total)
 
@@ -152,8 +153,8 @@ def _stage(source: Path, dest: Path, on_progress: Progress | None) -> list[_Stag
     if source.is_file() and (source.suffix.lower() == ".zip" or zipfile.is_zipfile(source)):
         return _unpack_sets(source, dest, on_progress)
     if source.is_file() and source.stat().st_size > MAX_FILE_BYTES:
-        raise ImportRefused(f"{source}: {_size(source.stat().st_size)}, too large for a question file "
-                            f"(at most {_size(MAX_FILE_BYTES)}) and not a zip archive")
+        raise ImportRefused(f"{source}: {size_text(source.stat().st_size)}, too large for a question file "
+                            f"(at most {size_text(MAX_FILE_BYTES)}) and not a zip archive")
     return _copy_sets(source, dest, on_progress)
 
 
@@ -209,7 +210,7 @@ def _inventory(set_path: Path) -> list[tuple[Path, int]]:
             files.append((path.relative_to(set_path), info.st_size))
             total += info.st_size
             if len(files) > MAX_FILES or total > MAX_TOTAL_BYTES:
-                raise ImportRefused(f"{set_path}: more than {MAX_FILES} files or {_size(MAX_TOTAL_BYTES)}; "
+                raise ImportRefused(f"{set_path}: more than {MAX_FILES} files or {size_text(MAX_TOTAL_BYTES)}; "
                                     "import the question set's own folder")
     return files
 
@@ -290,7 +291,7 @@ def _check_entries(label: str, infos: list[zipfile.ZipInfo]) -> None:
         raise ImportRefused(f"{label}: refused, unsafe entries: {', '.join(unsafe[:5])}{more}")
     total = sum(i.file_size for i in infos)
     if total > MAX_TOTAL_BYTES:
-        raise ImportRefused(f"{label}: unpacks to {_size(total)}, more than {_size(MAX_TOTAL_BYTES)}; refused")
+        raise ImportRefused(f"{label}: unpacks to {size_text(total)}, more than {size_text(MAX_TOTAL_BYTES)}; refused")
     for info in infos:
         if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
             raise ImportRefused(f"{label}: {info.filename} unpacks {info.file_size // max(info.compress_size, 1)}"
@@ -310,13 +311,9 @@ def _write(src: IO[bytes], target: Path, meter: _Meter, declared: int | None, la
 
 
 def _check_space(folder: Path, needed: int, label: str) -> None:
-    free = shutil.disk_usage(folder).free
+    free = free_bytes(folder)
     if needed > free:
-        raise ImportRefused(f"{label}: needs {_size(needed)} of free space in {folder}, {_size(free)} left")
-
-
-def _size(n: int) -> str:
-    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+        raise ImportRefused(f"{label}: needs {size_text(needed)} of free space in {folder}, {size_text(free)} left")
 
 
 # --- validate and commit -------------------------------------------------------------------------

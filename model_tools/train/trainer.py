@@ -10,12 +10,12 @@ batches already seen).
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.disk import free_bytes
 from app.timestamps import utc_now
 from model_tools.checkpoint import BaseCheckpoint, open_base
 from model_tools.train import run_dir
@@ -59,13 +59,6 @@ def base_fingerprint(base: BaseCheckpoint) -> str:
     files = [base.path / "config.json"]
     sizes = ",".join(f"{p.name}:{p.stat().st_size}" for p in base.weight_files)
     return f"{fingerprint(files)}:{sizes}"
-
-
-def free_space(folder: Path) -> int:
-    probe = Path(folder)
-    while not probe.exists():
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
 
 
 def disk_needed(base: BaseCheckpoint, lora: LoraSettings | None, checkpoints: int = 2) -> int:
@@ -197,9 +190,10 @@ def run(job: Job, echo: Callable[[str], None] = print, leakage_sets: Sequence[Da
     dtype, bf16 = _device_dtype(job.train, bool(job.lora and job.lora.qlora))
     leakage = check_leakage(job, leakage_sets, echo)
     needed = disk_needed(base, job.lora)
-    if free_space(job.out) < needed:
+    free = free_bytes(job.out)
+    if free < needed:
         raise TrainError(f"not enough free disk space for {job.out}: need about {needed / 1024**3:.2f} GiB, "
-                         f"{free_space(job.out) / 1024**3:.2f} GiB free")
+                         f"{free / 1024**3:.2f} GiB free")
     started = utc_now()
     from datasets import Dataset as HFDataset
     from transformers import AutoTokenizer

@@ -62,7 +62,7 @@ def test_base_that_is_not_qwen2(tmp_path: Path, small_base: Path, question_file:
 
 def test_not_enough_disk_space(tmp_path: Path, small_base: Path, question_file: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(trainer, "free_space", lambda folder: 1024)
+    monkeypatch.setattr(trainer, "free_bytes", lambda folder: 1024)
     with pytest.raises(TrainError, match="not enough free disk space"):
         trainer.run(_job(small_base, question_file, tmp_path / "out"), leakage_sets=[])
     assert not (tmp_path / "out").exists()
