@@ -158,12 +158,17 @@ def test_too_little_free_disk_is_refused_before_copying(tmp_path: Path) -> None:
 def test_an_interrupted_copy_leaves_nothing(demo_model_path: Path, models: Path) -> None:
     process = subprocess.Popen([*JMEDLLM, "model", "import", str(demo_model_path)], cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not any(p.name.endswith(".partial") for p in models.iterdir()):
-        assert process.poll() is None and time.monotonic() < deadline, "no copy in progress was seen"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name.endswith(".partial") for p in models.iterdir()):
+            assert process.poll() is None and time.monotonic() < deadline, "no copy in progress was seen"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:  # a failed check above leaves no copy running
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode != 0 and "Traceback" not in stderr, stderr
     assert listing(models) == {}
 

@@ -24,13 +24,15 @@ def _lora(base: Path, data: Path, out: Path) -> list[str]:
 
 def _kill_after_first_checkpoint(command: list[str], out: Path) -> None:
     proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list((out / "checkpoints").glob("checkpoint-*/jmedllm-seal.json")):
-        assert proc.poll() is None, "training ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "checkpoints").glob("checkpoint-*/jmedllm-seal.json")):
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:  # killed here as the test means to, and also when a check above fails
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.mark.slow
