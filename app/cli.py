@@ -26,14 +26,26 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# The packages of the optional extras (pyproject.toml) -> the extra that installs them.
+OPTIONAL_PACKAGES = {"torch": "convert", "transformers": "convert", "peft": "convert", "sentencepiece": "convert",
+                     "safetensors": "convert", "trl": "train", "datasets": "train", "accelerate": "train"}
+
+
 class UserErrorGroup(click.Group):
-    """A click group that shows a :class:`UserError` as a clean error message (exit status 1)."""
+    """A click group that shows a :class:`UserError` as a clean error message (exit status 1), and a
+    package of an extra that is not installed as the command that installs it."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except UserError as exc:
             raise click.ClickException(str(exc)) from exc
+        except ModuleNotFoundError as exc:
+            extra = OPTIONAL_PACKAGES.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            raise click.ClickException(f"This command needs the '{extra}' extra ({exc.name} is not installed): "
+                                       f"pip install -e '.[{extra}]' in the project's .venv") from exc
 
 
 class LazyGroup(UserErrorGroup):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,3 +71,30 @@ def test_ask_rejects_bad_input_clearly(demo_model_path: Path) -> None:
     result = run_cli("ask", "Q?", "--choices", "a", "--choices", "b", "--template", "nope", "--ctx", "1024")
     assert result.returncode == 1
     assert "Unknown template 'nope'" in result.stderr
+
+
+def test_a_missing_extra_is_named_with_its_install_command(monkeypatch) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from app.cli import UserErrorGroup
+
+    monkeypatch.setitem(sys.modules, "trl", None)  # as if the train extra were not installed
+
+    @click.group(cls=UserErrorGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def needs_trl() -> None:
+        import trl  # noqa: F401
+
+    @group.command()
+    def needs_nothing_known() -> None:
+        import not_an_extra_package  # noqa: F401
+
+    result = CliRunner().invoke(group, ["needs-trl"])
+    assert result.exit_code == 1 and "needs the 'train' extra (trl is not installed)" in result.output
+    assert "pip install -e '.[train]'" in result.output and "Traceback" not in result.output
+    other = CliRunner().invoke(group, ["needs-nothing-known"])
+    assert isinstance(other.exception, ModuleNotFoundError)  # not an extra: a real bug, not hidden
