@@ -9,15 +9,22 @@ ratio to the paper's procedure, and whether the default mode picked the paper's 
 ``--compare reuse``: the default mode with and without reusing the prompt prefix the questions
 share (``RunConfig.reuse_prefix``), 0-shot and 3-shot. Prints questions per minute both ways, the
 ratio (targets: 3-shot >= 2x, 0-shot >= 1.2x), and every question whose pick or raw output differs.
+The ratio covers every question, the first of each language included (where the prefix is
+evaluated once, as at a run's start); "after the first" leaves those out: what each further
+question of a longer run gains.
 A "question" is one question in one language, as in a run's questions per minute. Between two
 questions of one language the other language's and the other setting's are asked, so every reused
-prefix is put back from the engine's kept state, as in a run in both languages.
+prefix is put back from the engine's kept state, as in a run in both languages. ``--answer-tokens N``
+caps every answer at N new tokens both ways: for a model that never ends its first line, such as
+the random-weight one of ``scripts/make_random_7b.py``, it stands in for a real model's answer length.
 
 The settings alternate question by question, so load from other work on the machine hits them
 alike. Exit status 1 if any answer differs.
 
     .venv/bin/python scripts/bench_igakuqa.py --questions 20 --lang ja
     .venv/bin/python scripts/bench_igakuqa.py --compare reuse --questions 20 --lang both
+    .venv/bin/python scripts/bench_igakuqa.py --compare reuse --model /tmp/random-7b-q4_k_m.gguf \
+        --answer-tokens 16 --questions 6 --lang ja
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.bench.data import Question
 from app.bench.metrics import PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES
+from app.bench.prompting import PAPER_MAX_TOKENS
 from app.bench.runner import LANGUAGES, RunConfig, answer_question, forget_prefixes
 from app.bench.sets import SetSpec, select
 from app.bench.sources import load_dataset
@@ -54,6 +62,10 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core).")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--shots", type=int, action="append", choices=sorted(REUSE_TARGETS),
+                        help="--compare reuse: only these shot counts (repeatable; default: 0 and 3).")
+    parser.add_argument("--answer-tokens", type=int, default=PAPER_MAX_TOKENS,
+                        help="--compare reuse: new tokens at most per answer (default: the paper's 256).")
     parser.add_argument("--json", dest="json_out", default=None, help="Also write the figures here.")
     args = parser.parse_args()
 
@@ -66,8 +78,11 @@ def main() -> int:
                               n_threads=args.threads)
     print(f"{engine.card.file_name} ({engine.card.quantization}) on {engine.device}; {len(questions)} "
           f"quick-set questions, {args.lang}, paper template", flush=True)
-    compare = compare_modes if args.compare == "modes" else compare_reuse
-    identical, figures = compare(engine, items)
+    if args.compare == "modes":
+        identical, figures = compare_modes(engine, items)
+    else:
+        identical, figures = compare_reuse(engine, items, args.answer_tokens,
+                                           args.shots or sorted(REUSE_TARGETS))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
             "model": engine.card.file_name, "device": engine.device, "questions": len(questions),
@@ -116,21 +131,25 @@ def compare_modes(engine: Engine, items: list[tuple[Question, str]]) -> tuple[bo
                        f"{PRIMARY}_accuracy": accuracy}
 
 
-def compare_reuse(engine: Engine, items: list[tuple[Question, str]]) -> tuple[bool, dict]:
-    """The default mode with and without prefix reuse on ``items``, 0- and 3-shot; whether every raw
-    output and pick was the same both ways, and the figures."""
+def compare_reuse(engine: Engine, items: list[tuple[Question, str]], max_tokens: int,
+                  shot_counts: list[int]) -> tuple[bool, dict]:
+    """The default mode with and without prefix reuse on ``items`` for each of ``shot_counts``,
+    answers capped at ``max_tokens``; whether every raw output and pick was the same both ways, and
+    the figures."""
     figures: dict[int, dict] = {}
-    for shots in REUSE_TARGETS:
+    languages = [language for _, language in items]
+    firsts = {languages.index(language) for language in set(languages)}  # where a language's prefix is first evaluated
+    for shots in shot_counts:
         print(f"{shots}-shot, {DEFAULT_MODE} mode, without and with prefix reuse", flush=True)
-        configs = {reuse: RunConfig(SetSpec("quick"), LANGUAGES, shots=shots, reuse_prefix=reuse)
-                   for reuse in (False, True)}
-        seconds = {False: 0.0, True: 0.0}
+        configs = {reuse: RunConfig(SetSpec("quick"), LANGUAGES, shots=shots, max_tokens=max_tokens,
+                                    reuse_prefix=reuse) for reuse in (False, True)}
+        each: dict[bool, list[float]] = {False: [], True: []}
         rows: dict[bool, list[dict]] = {False: [], True: []}
         for i, (question, language) in enumerate(items, start=1):
             for reuse in ((False, True) if i % 2 else (True, False)):
                 start = time.perf_counter()
                 row = answer_question(engine, question, language, configs[reuse])
-                seconds[reuse] += time.perf_counter() - start
+                each[reuse].append(time.perf_counter() - start)
                 if row is None:
                     raise SystemExit(f"no answer for {question.problem_id} {language}")
                 rows[reuse].append(row)
@@ -138,6 +157,8 @@ def compare_reuse(engine: Engine, items: list[tuple[Question, str]]) -> tuple[bo
                   + " · ".join(f"{'reuse' if reuse else 'scratch'} {rows[reuse][-1]['picked'] or '-'} "
                                f"{rows[reuse][-1]['latency_s']:.2f}s" for reuse in (False, True)), flush=True)
         forget_prefixes(engine, configs[True], items)
+        seconds = {reuse: sum(each[reuse]) for reuse in (False, True)}
+        later = {reuse: sum(s for n, s in enumerate(each[reuse]) if n not in firsts) for reuse in (False, True)}
         qpm = {reuse: len(items) / seconds[reuse] * 60 for reuse in (False, True)}
         differs = [(question.problem_id, language, scratch["picked"], reused["picked"],
                     scratch["raw_output"], reused["raw_output"])
@@ -146,14 +167,18 @@ def compare_reuse(engine: Engine, items: list[tuple[Question, str]]) -> tuple[bo
         figures[shots] = {"questions_per_minute": {"scratch": qpm[False], "reuse": qpm[True]},
                           "seconds": {"scratch": seconds[False], "reuse": seconds[True]},
                           "ratio": qpm[True] / qpm[False], "target": REUSE_TARGETS[shots],
+                          "ratio_after_first": later[False] / later[True] if later[True] else None,
                           "prompt_tokens": sum(r["prompt_tokens"] for r in rows[True]) / len(items),
+                          "answer_tokens": sum(r["completion_tokens"] or 0 for r in rows[True]) / len(items),
                           "differences": differs}
     print()
-    print(f"{'shots':<6} {'prompt tokens':>13} {'q/min scratch':>14} {'q/min reuse':>12} {'ratio':>7} {'target':>7} "
-          f"{'differences':>12}")
+    print(f"{'shots':<6} {'prompt tokens':>13} {'answer tokens':>13} {'q/min scratch':>14} {'q/min reuse':>12} "
+          f"{'ratio':>7} {'after the first':>16} {'target':>7} {'differences':>12}")
     for shots, f in figures.items():
-        print(f"{shots:<6} {f['prompt_tokens']:>13.0f} {f['questions_per_minute']['scratch']:>14.2f} "
-              f"{f['questions_per_minute']['reuse']:>12.2f} {f['ratio']:>6.2f}x {f['target']:>6.1f}x "
+        print(f"{shots:<6} {f['prompt_tokens']:>13.0f} {f['answer_tokens']:>13.1f} "
+              f"{f['questions_per_minute']['scratch']:>14.2f} "
+              f"{f['questions_per_minute']['reuse']:>12.2f} {f['ratio']:>6.2f}x "
+              f"{(f'{ratio:.2f}x' if (ratio := f['ratio_after_first']) else '-'):>16} {f['target']:>6.1f}x "
               f"{len(f['differences']):>12}")
     identical = not any(f["differences"] for f in figures.values())
     print(f"\nidentical raw outputs and picks with and without reuse: {'yes' if identical else 'NO'}")
