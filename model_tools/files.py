@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.disk import free_bytes
+from app.disk import free_bytes, size_text
 from model_tools.checkpoint import ConvertError
 
 
@@ -39,6 +39,5 @@ def require_free_space(folder: Path, needed: int) -> None:
     free = free_bytes(folder)
     if free < needed:
         raise ConvertError(
-            f"not enough free disk space in {folder}: need about {needed / 1024**3:.1f} GiB, "
-            f"{free / 1024**3:.1f} GiB free"
+            f"not enough free disk space in {folder}: need about {size_text(needed)}, {size_text(free)} free"
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.disk import free_bytes
+from app.disk import free_bytes, size_text
 from app.timestamps import utc_now
 from model_tools.checkpoint import BaseCheckpoint, open_base
 from model_tools.train import run_dir
@@ -192,8 +192,8 @@ def run(job: Job, echo: Callable[[str], None] = print, leakage_sets: Sequence[Da
     needed = disk_needed(base, job.lora)
     free = free_bytes(job.out)
     if free < needed:
-        raise TrainError(f"not enough free disk space for {job.out}: need about {needed / 1024**3:.2f} GiB, "
-                         f"{free / 1024**3:.2f} GiB free")
+        raise TrainError(f"not enough free disk space for {job.out}: need about {size_text(needed)}, "
+                         f"{size_text(free)} free")
     started = utc_now()
     from datasets import Dataset as HFDataset
     from transformers import AutoTokenizer
