@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.bench.data import DataError
+from app.bench.data import DataError, json_object
 from app.bench.loaders.question_set import read_questions
 from app.bench.prompting import build_prompt
 from app.extraction import letter_index
@@ -68,12 +68,9 @@ def _first_object(raw: bytes, path: Path) -> dict[str, object]:
     for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
         if line.strip():
             try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainError(f"{path.name}:{number}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(value, dict):
-                raise TrainError(f"{path.name}:{number}: expected a JSON object")
-            return value
+                return json_object(line, f"{path.name}:{number}")
+            except DataError as exc:
+                raise TrainError(str(exc)) from exc
     raise TrainError(f"{path}: the file is empty")
 
 
