@@ -66,7 +66,8 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Peak learning rate."),
         click.option("--epochs", type=float, default=_DEFAULTS.epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=_DEFAULTS.batch_size, show_default=True,
-                     help="Examples per device and step."),
+                     help="Examples per device and step. On a GPU, 16 with --grad-accum 1 (the same 16 per optimizer "
+                          "step) is ~3x faster."),
         click.option("--grad-accum", type=click.IntRange(1), default=_DEFAULTS.grad_accum, show_default=True,
                      help="Gradient accumulation steps."),
         click.option("--max-length", type=click.IntRange(8), default=_DEFAULTS.max_length, show_default=True,
