@@ -6,8 +6,8 @@ the paper's procedure (mode ``paper``: greedy, 256 new tokens, then the first li
 answers; ``loglik`` scores the choices by log-likelihood. Prints questions per minute, each mode's
 ratio to the paper's procedure, and whether the default mode picked the paper's answers.
 
-``--compare reuse``: the default mode with and without reusing the prompt prefix the questions
-share (``RunConfig.reuse_prefix``), 0-shot and 3-shot. Prints questions per minute both ways, the
+``--compare reuse``: the default mode (or ``--mode``) with and without reusing the prompt prefix
+the questions share (``RunConfig.reuse_prefix``), 0-shot and 3-shot. Prints questions per minute both ways, the
 ratio (targets: 3-shot >= 2x, 0-shot >= 1.2x), and every question whose pick or raw output differs.
 The ratio covers every question, the first of each language included (where the prefix is
 evaluated once, as at a run's start); "after the first" leaves those out: what each further
@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--shots", type=int, action="append", choices=sorted(REUSE_TARGETS),
                         help="--compare reuse: only these shot counts (repeatable; default: 0 and 3).")
+    parser.add_argument("--mode", choices=sorted(MODES), default=DEFAULT_MODE,
+                        help="--compare reuse: the mode run both ways (default: %(default)s).")
     parser.add_argument("--answer-tokens", type=int, default=PAPER_MAX_TOKENS,
                         help="--compare reuse: new tokens at most per answer (default: the paper's 256).")
     parser.add_argument("--json", dest="json_out", default=None, help="Also write the figures here.")
@@ -81,7 +83,7 @@ def main() -> int:
     if args.compare == "modes":
         identical, figures = compare_modes(engine, items)
     else:
-        identical, figures = compare_reuse(engine, items, args.answer_tokens,
+        identical, figures = compare_reuse(engine, items, args.mode, args.answer_tokens,
                                            args.shots or sorted(REUSE_TARGETS))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
@@ -131,17 +133,17 @@ def compare_modes(engine: Engine, items: list[tuple[Question, str]]) -> tuple[bo
                        f"{PRIMARY}_accuracy": accuracy}
 
 
-def compare_reuse(engine: Engine, items: list[tuple[Question, str]], max_tokens: int,
+def compare_reuse(engine: Engine, items: list[tuple[Question, str]], mode: str, max_tokens: int,
                   shot_counts: list[int]) -> tuple[bool, dict]:
-    """The default mode with and without prefix reuse on ``items`` for each of ``shot_counts``,
+    """``mode`` with and without prefix reuse on ``items`` for each of ``shot_counts``,
     answers capped at ``max_tokens``; whether every raw output and pick was the same both ways, and
     the figures."""
     figures: dict[int, dict] = {}
     languages = [language for _, language in items]
     firsts = {languages.index(language) for language in set(languages)}  # where a language's prefix is first evaluated
     for shots in shot_counts:
-        print(f"{shots}-shot, {DEFAULT_MODE} mode, without and with prefix reuse", flush=True)
-        configs = {reuse: RunConfig(SetSpec("quick"), LANGUAGES, shots=shots, max_tokens=max_tokens,
+        print(f"{shots}-shot, {mode} mode, without and with prefix reuse", flush=True)
+        configs = {reuse: RunConfig(SetSpec("quick"), LANGUAGES, mode=mode, shots=shots, max_tokens=max_tokens,
                                     reuse_prefix=reuse) for reuse in (False, True)}
         each: dict[bool, list[float]] = {False: [], True: []}
         rows: dict[bool, list[dict]] = {False: [], True: []}
@@ -186,7 +188,7 @@ def compare_reuse(engine: Engine, items: list[tuple[Question, str]], max_tokens:
         for pid, language, picked_scratch, picked_reuse, raw_scratch, raw_reuse in f["differences"]:
             print(f"  {shots}-shot {pid} {language}: picked {picked_scratch or '-'} vs {picked_reuse or '-'}; "
                   f"raw {raw_scratch!r} vs {raw_reuse!r}")
-    return identical, {"reuse": figures}
+    return identical, {"reuse": figures, "mode": mode}
 
 
 if __name__ == "__main__":

@@ -89,11 +89,13 @@ class ScriptedEngine(Engine):
         finally:
             stats.seconds = time.perf_counter() - start
 
-    def option_logprobs(self, prompt: str, options: Sequence[str]) -> OptionScores:
+    def option_logprobs(self, prompt: str, options: Sequence[str],
+                        conversation: str | None = None) -> OptionScores:
         if self._scores is None:
-            return super().option_logprobs(prompt, options)
+            return super().option_logprobs(prompt, options, conversation)
         if len(prompt) >= self.n_ctx:
             raise PromptTooLong(len(prompt), self.n_ctx)
         with self.slot(blocking=True):
             self.prompts.append(prompt)
+            self.conversations.append(conversation)
             return OptionScores(self._scores(prompt, options), [len(o) for o in options], len(prompt), 0.0)

@@ -120,7 +120,7 @@ def loglik(engine: Engine, request: Request) -> Outcome | None:
     if not choices:  # numeric entry: nothing to score, so generate
         return _generated(engine, request, stop_early=True)
     q = request.question
-    scores = engine.option_logprobs(request.prompt, choices)
+    scores = engine.option_logprobs(request.prompt, choices, request.conversation)
     k = len(gold_alternatives(q.problem_id, q.answer)[0])
     picks = tuple(LETTERS[i] for i in top_k(scores.logprobs, k))
     scored = score_letters(q.problem_id, picks, choices, q.answer, q.kinki)

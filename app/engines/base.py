@@ -106,6 +106,7 @@ class OptionScores:
     token_counts: list[int]
     prompt_tokens: int
     seconds: float
+    cached_tokens: int = 0  # prompt tokens taken from a conversation's kept prompt, not evaluated
 
     def normalized(self) -> list[float]:
         return [lp / max(1, n) for lp, n in zip(self.logprobs, self.token_counts, strict=True)]
@@ -310,7 +311,9 @@ class Engine(ABC):
     def close(self) -> None:  # noqa: B027 (engines without outside resources have nothing to free)
         """Free what the engine holds beyond memory (connections, a server process)."""
 
-    def option_logprobs(self, prompt: str, options: Sequence[str]) -> OptionScores:
-        """Sum of log P(option tokens | prompt) for each option (engines with :data:`LOGLIK`)."""
+    def option_logprobs(self, prompt: str, options: Sequence[str],
+                        conversation: str | None = None) -> OptionScores:
+        """Sum of log P(option tokens | prompt) for each option (engines with :data:`LOGLIK`); under
+        ``conversation``, as :meth:`stream`'s, the engine may keep the evaluated prompt for the next one."""
         raise NotSupported(f"The {self.backend} engine cannot score options by log-likelihood; "
                            "use the generate mode.")

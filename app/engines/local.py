@@ -20,7 +20,9 @@ Log-likelihood memory: the Llama keeps ``logits_all=False`` (``logits_all`` woul
 vocab floats, about 2.3 GiB at 4,096 tokens with Qwen's 152k vocabulary). The shared prompt is
 evaluated once; its last logits row scores each option's first token; then each option's tokens
 are decoded in one batch after the prompt with logits requested for every option position, and
-the KV cache is rewound to the end of the prompt before the next option.
+the KV cache is rewound to the end of the prompt before the next option. Scored under a
+conversation key, the prompt is evaluated as a generation's would be (only what the kept prompt
+does not hold, the same scores as from scratch) and kept for the next one.
 """
 
 from __future__ import annotations
@@ -218,9 +220,14 @@ class LocalEngine(Engine):
             stats.completion_tokens = min(sampled, limit)  # at the limit llama.cpp samples one more, unused
             stats.seconds = time.perf_counter() - start
             if conversation is not None:
-                state = KvState.capture(self._llm, clean_end(len(tokens), stats.cached_tokens, self._llm.n_batch))
-                self._clean = state.clean
-                self.conversation_cache.put(conversation, state)
+                self._keep(conversation, len(tokens), stats.cached_tokens)
+
+    def _keep(self, conversation: str, n_prompt: int, cached: int) -> None:
+        """Keep what the KV cache holds as ``conversation``'s state: a prompt of ``n_prompt`` tokens,
+        evaluated from token ``cached`` on (:func:`clean_end`), and what followed it."""
+        state = KvState.capture(self._llm, clean_end(n_prompt, cached, self._llm.n_batch))
+        self._clean = state.clean
+        self.conversation_cache.put(conversation, state)
 
     def forget(self, conversation: str) -> None:
         """Drop the kept KV state of ``conversation``, and empty the KV cache if it holds it."""
@@ -250,8 +257,10 @@ class LocalEngine(Engine):
         llm.n_tokens = reused  # llama-cpp-python's generate() then evaluates from here on
         return reused
 
-    def option_logprobs(self, prompt: str, options: Sequence[str]) -> OptionScores:
-        """Sum of log P(option tokens | prompt) for each option, the prompt evaluated once."""
+    def option_logprobs(self, prompt: str, options: Sequence[str],
+                        conversation: str | None = None) -> OptionScores:
+        """Sum of log P(option tokens | prompt) for each option, the prompt evaluated once; under
+        ``conversation``, only the part its kept prompt does not hold (see :meth:`_prepare_kv`)."""
         start = time.perf_counter()
         llm = self._llm
         prompt_tokens = self.tokenize(prompt)
@@ -263,11 +272,9 @@ class LocalEngine(Engine):
         n_prompt = len(prompt_tokens)
         results: list[float] = []
         with self.slot(blocking=True):
-            self._kv_owner = None
             try:
-                llm.reset()
-                llm._ctx.kv_cache_clear()
-                llm.eval(prompt_tokens)
+                cached = self._prepare_kv(prompt_tokens, conversation)
+                llm.eval(prompt_tokens[cached:])
                 first = log_softmax(self._logits_row(-1).copy())
                 for tokens in option_tokens:
                     total = float(first[tokens[0]])
@@ -279,9 +286,15 @@ class LocalEngine(Engine):
                             total += float(log_softmax(self._logits_row(i))[token])
                         llm._ctx.kv_cache_seq_rm(0, n_prompt, -1)  # rewind to the end of the prompt
                     results.append(total)
-            finally:
+            except BaseException:
                 llm.reset()
-        return OptionScores(results, [len(t) for t in option_tokens], n_prompt, time.perf_counter() - start)
+                self._kv_owner = None
+                raise
+            if conversation is None:
+                llm.reset()
+            else:
+                self._keep(conversation, n_prompt, cached)
+        return OptionScores(results, [len(t) for t in option_tokens], n_prompt, time.perf_counter() - start, cached)
 
     def _logits_row(self, index: int) -> np.ndarray:
         """The logits llama.cpp holds for batch position ``index`` (-1: the last), as a view."""

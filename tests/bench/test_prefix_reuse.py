@@ -1,5 +1,6 @@
 """Runs reuse their shared prompt prefix: on the real demo model a run that reuses it gives the raw
-outputs and picks of one that evaluates every prompt from scratch (0 and 3 shots), takes the
+outputs and picks of one that evaluates every prompt from scratch (0 and 3 shots; generated answers,
+and the loglik mode's choice scores), takes the
 prefix from the engine's kept state from each language's second question on, and leaves nothing
 kept when it ends; on a scripted engine with several slots, questions in flight together never
 share a key, and every key is forgotten."""
@@ -19,7 +20,7 @@ from app.bench.data import Dataset
 from app.bench.runner import RunConfig, plan, prefix_key, run_benchmark
 from app.bench.sets import SetSpec
 from app.bench.sources import load_dataset
-from app.engines.base import Generation, GenerationStats, Sampling
+from app.engines.base import Generation, GenerationStats, OptionScores, Sampling
 from app.engines.local import LocalEngine
 from tests.bench.conftest import write_block
 from tests.bench.test_runner_scripted import first_choice
@@ -63,28 +64,31 @@ def answers(db: Path) -> list[tuple[str, str, str, str, int]]:
 
 
 def recorded_run(engine: LocalEngine, db: Path, config: RunConfig, dataset: Dataset,
-                 monkeypatch: pytest.MonkeyPatch) -> list[GenerationStats]:
-    """Run to the end; the stats of each generation, in order (seen through the engine's ``stream``)."""
-    seen: list[Generation] = []
-    stream = engine.stream
+                 monkeypatch: pytest.MonkeyPatch) -> list[GenerationStats | OptionScores]:
+    """Run to the end; what each question's evaluation reported, in order: a generation's stats (seen
+    through the engine's ``stream``) or, in the loglik mode, the options' scores."""
+    seen: list[Generation | OptionScores] = []
+    method = "option_logprobs" if config.mode == "loglik" else "stream"
+    original = getattr(engine, method)
 
-    def recording(*args: object, **kwargs: object) -> Generation:
-        generation = stream(*args, **kwargs)  # type: ignore[arg-type]
-        seen.append(generation)
-        return generation
+    def recording(*args: object, **kwargs: object) -> Generation | OptionScores:
+        result = original(*args, **kwargs)
+        seen.append(result)
+        return result
 
     with monkeypatch.context() as patch:
-        patch.setattr(engine, "stream", recording)
+        patch.setattr(engine, method, recording)
         events = list(run_benchmark(engine, db, config, dataset=dataset))
     assert events[-1].status == "complete"
-    return [g.stats for g in seen]
+    return [s.stats if isinstance(s, Generation) else s for s in seen]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["generate", "loglik"])
 @pytest.mark.parametrize("shots", [0, 3])
-def test_reuse_gives_the_answers_from_scratch(bench_engine: LocalEngine, varied: Dataset, shots: int,
+def test_reuse_gives_the_answers_from_scratch(bench_engine: LocalEngine, varied: Dataset, shots: int, mode: str,
                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = RunConfig(SetSpec("paper", blocks="A"), ("ja", "en"), shots=shots)
+    config = RunConfig(SetSpec("paper", blocks="A"), ("ja", "en"), mode=mode, shots=shots)
     items = plan(varied, config)
     assert len(items) == 6
     kept_before = len(bench_engine.conversation_cache)
@@ -93,6 +97,7 @@ def test_reuse_gives_the_answers_from_scratch(bench_engine: LocalEngine, varied:
                            varied, monkeypatch)
     reused = recorded_run(bench_engine, tmp_path / "reused.db", config, varied, monkeypatch)
 
+    # loglik's raw output is every choice's log-probability: the scores too are bit-identical
     assert answers(tmp_path / "reused.db") == answers(tmp_path / "scratch.db")
     assert [s.cached_tokens for s in scratch] == [0] * 6
     # items alternate ja, en: each language's first question evaluates its whole prompt, the later ones
