@@ -3,14 +3,15 @@
 Two steps, because the GPU machine has neither the demo model nor IgakuQA:
 
     # here (demo model and IgakuQA at hand): the demo tokenizer, one IgakuQA year as a question set,
-    # and its Japanese question texts as a small MFPT corpus
+    # and every year's Japanese questions as a plain-text MFPT corpus (.gpu/ is git-ignored: copy it over)
     .venv/bin/python scripts/bench_train.py prepare --igakuqa ../shared/igakuqa --year 2018 --out .gpu/train
     # on the GPU machine (repository root on PYTHONPATH, the train extra installed)
     python3 scripts/bench_train.py run --inputs .gpu/train --work /tmp/bench-train --shape 0.5b --method lora
 
 `run` writes a base checkpoint with the shape's exact configuration and random bf16 weights (speed and
 memory depend on shapes, not values), then trains it through :func:`model_tools.train.trainer.run`, the
-code behind `jmedllm train`, with the defaults of the command except the epoch count. It prints one JSON
+code behind `jmedllm train`, with the defaults of the command except the epoch count and, when given,
+the batch split (``--batch-size``, ``--grad-accum``). It prints one JSON
 line: steady tokens/s (from the first logged step to the last, so start-up and the final save are left
 out), peak GPU memory allocated and reserved, and the run's step and token counts.
 """
