@@ -58,13 +58,12 @@ def prepare(igakuqa: Path, year: int, out: Path) -> None:
 
     gguf = ensure_demo_model(progress=False)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out / "tokenizer")
-    questions = [q for q in load_path(igakuqa).questions if q.year == year and q.text_only
-                 and q.choices_ja and len(q.answer[0]) == 1]
+    every_year = [q for q in load_path(igakuqa).questions if q.text_ja]
+    questions = [q for q in every_year if q.year == year and q.text_only and q.choices_ja and len(q.answer[0]) == 1]
     rows = [{"id": q.problem_id, "question": q.text_ja, "choices": list(q.choices_ja), "answer": list(q.answer)}
             for q in questions]
     (out / "questions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                          encoding="utf-8")
-    every_year = [q for q in load_path(igakuqa).questions if q.text_ja]
     (out / "corpus.txt").write_text("".join(f"{q.text_ja}\n{' '.join(q.choices_ja)}\n" for q in every_year),
                                     encoding="utf-8")
     click.echo(f"{out}: tokenizer, {len(rows)} questions of {year}, a corpus of {len(every_year)} questions' texts")
@@ -117,11 +116,11 @@ def run(inputs: Path, work: Path, shape: str, method: str, epochs: float, max_le
     settings = TrainSettings(epochs=epochs, max_length=max_length, batch_size=batch_size, grad_accum=grad_accum,
                              logging_steps=1, save_steps=10_000)
     if method == "lora":
-        job = Job("lora", base, load_pairs(inputs / "questions.jsonl", "ja"), work / f"out-{shape}-{method}",
-                  settings, LoraSettings(), "ja", allow_overlap=True, overwrite=True, resume=False)
+        kind, data, adapter, language = "lora", load_pairs(inputs / "questions.jsonl", "ja"), LoraSettings(), "ja"
     else:
-        job = Job("pretrain", base, load_corpus(inputs / "corpus.txt"), work / f"out-{shape}-{method}",
-                  settings, None, allow_overlap=True, overwrite=True, resume=False)
+        kind, data, adapter, language = "pretrain", load_corpus(inputs / "corpus.txt"), None, ""
+    job = Job(kind, base, data, work / f"out-{shape}-{method}", settings, adapter, language,
+              allow_overlap=True, overwrite=True, resume=False)
     logged: dict[int, float] = {}
 
     def echo(line: str) -> None:
