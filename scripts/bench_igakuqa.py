@@ -7,8 +7,9 @@ answers; ``loglik`` scores the choices by log-likelihood. Prints questions per m
 ratio to the paper's procedure, and whether the default mode picked the paper's answers.
 
 ``--compare reuse``: the default mode (or ``--mode``) with and without reusing the prompt prefix
-the questions share (``RunConfig.reuse_prefix``), 0-shot and 3-shot. Prints questions per minute both ways, the
-ratio (targets: 3-shot >= 2x, 0-shot >= 1.2x), and every question whose pick or raw output differs.
+the questions share (``RunConfig.reuse_prefix``), 0-shot and 3-shot. Prints questions per minute
+both ways, the ratio (targets: 3-shot >= 2x, 0-shot >= 1.2x), and every question whose pick or raw
+output differs.
 The ratio covers every question, the first of each language included (where the prefix is
 evaluated once, as at a run's start); "after the first" leaves those out: what each further
 question of a longer run gains.
