@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from qwen2_shapes import CONTEXT_LENGTH, QWEN2_7B, RMS_NORM_EPS, ROPE_THETA, parameter_count
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -46,10 +47,9 @@ if kind == "qwen05":
     model.hf_quantizer = None; model.is_quantized = False; del model.config.quantization_config
     model = model.to(torch.bfloat16)
 else:
-    cfg = Qwen2Config(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=int(kind[2:]),
-                      num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
-                      rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
-                      bos_token_id=151643, eos_token_id=151645)
+    shape = {{**{QWEN2_7B!r}, "num_hidden_layers": int(kind[2:])}}
+    cfg = Qwen2Config(**shape, max_position_embeddings={CONTEXT_LENGTH}, rope_theta={ROPE_THETA!r},
+                      rms_norm_eps={RMS_NORM_EPS!r}, bos_token_id=151643, eos_token_id=151645)
     torch.set_default_dtype(torch.bfloat16)
     model = Qwen2ForCausalLM(cfg)
     torch.set_default_dtype(torch.float32)
@@ -209,20 +209,14 @@ def main(work: Path, kinds: tuple[str, ...], quant: str) -> None:
 
 
 def _checkpoint(value: str) -> str:
-    if value == "qwen05" or (value.startswith("7b") and value[2:].isdigit() and 0 < int(value[2:]) <= 28):
+    layers = QWEN2_7B["num_hidden_layers"]
+    if value == "qwen05" or (value.startswith("7b") and value[2:].isdigit() and 0 < int(value[2:]) <= layers):
         return value
-    raise click.BadParameter(f"{value!r}: use qwen05 or 7b<N> with 1 <= N <= 28")
-
-
-def qwen2_7b_params(layers: int) -> int:
-    """Parameters of Qwen2-7B's shapes with ``layers`` layers (untied embeddings)."""
-    h, kv, ff, vocab = 3584, 512, 18944, 152064
-    per_layer = 2 * h * h + 2 * h * kv + h + 2 * kv + 3 * h * ff + 2 * h
-    return 2 * vocab * h + h + layers * per_layer
+    raise click.BadParameter(f"{value!r}: use qwen05 or 7b<N> with 1 <= N <= {layers}")
 
 
 def projection(r: dict[str, Any]) -> str:
-    """Project the figures measured with N layers to the full 28 layers.
+    """Project the figures measured with N layers to Qwen2-7B's full 28.
 
     Ours: memory does not grow with layers (merge/export hold one tensor at a time, and llama.cpp's
     quantizer converts one tensor at a time; the largest, the 152064x3584 embedding, is already in
@@ -230,12 +224,12 @@ def projection(r: dict[str, Any]) -> str:
     parameter count, while its other steps stay as measured.
     """
     layers = int(r["layers"])
-    scale = qwen2_7b_params(28) / qwen2_7b_params(layers)
+    scale = parameter_count(QWEN2_7B) / parameter_count(QWEN2_7B, layers)
     ours, ref = r["ours"], r["reference"]
     steps = dict(ref["steps"])
     merge = steps.pop("peft merge + save_pretrained")
     ref_peak = max(merge["peak_rss_gib"] * scale, *(s["peak_rss_gib"] for s in steps.values()))
-    return (f"projection to 28 layers ({qwen2_7b_params(28) / 1e9:.2f} B params, "
+    return (f"projection to {QWEN2_7B['num_hidden_layers']} layers ({parameter_count(QWEN2_7B) / 1e9:.2f} B params, "
             f"x{scale:.2f} the {layers}-layer model): "
             f"ours ~{ours['peak_rss_gib']:.1f} GiB peak RSS (layer-independent), "
             f"reference ~{ref_peak:.1f} GiB (peft merge holds the whole model); "

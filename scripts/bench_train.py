@@ -23,19 +23,14 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SHAPES: dict[str, dict[str, Any]] = {
-    # Qwen2.5-0.5B-Instruct (the demo model's architecture) and Qwen2-7B-Instruct (JMedLLM-v1-7B's base)
-    "0.5b": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                 num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
-    "7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-               num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
-}
+from qwen2_shapes import CONTEXT_LENGTH, QWEN2_7B, QWEN25_05B, RMS_NORM_EPS, ROPE_THETA
+
+SHAPES = {"0.5b": QWEN25_05B, "7b": QWEN2_7B}
 _STEP_LINE = re.compile(r"^step (\d+)/")
 
 
@@ -77,8 +72,8 @@ def make_base(shape: str, tokenizer: Path, folder: Path) -> Path:
     if (folder / "config.json").exists():
         return folder
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=32768, rms_norm_eps=1e-6,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=CONTEXT_LENGTH, rms_norm_eps=RMS_NORM_EPS,
+                         rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
                          bos_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)

@@ -22,11 +22,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from qwen2_shapes import CONTEXT_LENGTH, QWEN2_7B, RMS_NORM_EPS, ROPE_THETA, kv_width
+
 from app.demo_model import ensure_demo_model
 from model_tools.quantize import QUANT_TYPES, quantize
 
-HIDDEN, FEED_FORWARD, LAYERS, HEADS, KV_HEADS, VOCAB = 3584, 18944, 28, 28, 4, 152064
-KV_WIDTH = HIDDEN // HEADS * KV_HEADS
+HIDDEN, FEED_FORWARD, LAYERS = QWEN2_7B["hidden_size"], QWEN2_7B["intermediate_size"], QWEN2_7B["num_hidden_layers"]
+HEADS, KV_HEADS, VOCAB = QWEN2_7B["num_attention_heads"], QWEN2_7B["num_key_value_heads"], QWEN2_7B["vocab_size"]
+KV_WIDTH = kv_width(QWEN2_7B)
 
 
 def tensor_shapes() -> dict[str, tuple[int, ...]]:
@@ -58,13 +61,13 @@ def add_metadata(writer: gguf.GGUFWriter, tokenizer_source: Path) -> None:
     writer.add_name("Random Qwen2-7B shapes (speed figures only)")
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     writer.add_block_count(LAYERS)
-    writer.add_context_length(32768)
+    writer.add_context_length(CONTEXT_LENGTH)
     writer.add_embedding_length(HIDDEN)
     writer.add_feed_forward_length(FEED_FORWARD)
     writer.add_head_count(HEADS)
     writer.add_head_count_kv(KV_HEADS)
-    writer.add_rope_freq_base(1_000_000.0)
-    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(ROPE_THETA)
+    writer.add_layer_norm_rms_eps(RMS_NORM_EPS)
     reader = gguf.GGUFReader(tokenizer_source, "r")
     for field in reader.fields.values():
         if not field.name.startswith("tokenizer."):
