@@ -184,12 +184,9 @@ def parse_jsonl(text: str, name: str) -> list[dict]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{name}:{number}: malformed JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or "problem_id" not in row:
-            raise DataError(f"{name}:{number}: not an object with a problem_id")
+        row = json_object(line, f"{name}:{number}")
+        if "problem_id" not in row:
+            raise DataError(f"{name}:{number}: no problem_id")
         if not isinstance(row["problem_id"], str):
             raise DataError(f"{name}:{number}: field 'problem_id' is not a string")
         row["_line"] = number

@@ -157,7 +157,7 @@ def test_sets_that_fail_are_all_reported_with_file_and_line(tmp_path: Path) -> N
         add(archive)
     message = str(caught.value)
     assert "two.zip: a (igakuqa): 2022/116-A_translate.jsonl:1: malformed JSON" in message
-    assert "two.zip: b (igakuqa): 2022/116-A_metadata.jsonl:1: not an object with a problem_id" in message
+    assert "two.zip: b (igakuqa): 2022/116-A_metadata.jsonl:1: not a JSON object" in message
     assert listing() == before
 
 
