@@ -19,6 +19,7 @@ each request, is the first 8 hex digits of its digest.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -347,9 +348,13 @@ class Throttle:
 
     def locked(self, *keys: str) -> bool:
         """Whether any of ``keys`` is locked out now."""
+        return self.seconds_locked(*keys) > 0
+
+    def seconds_locked(self, *keys: str) -> float:
+        """How long the lockout of ``keys`` lasts from now (the longest of theirs); 0 when none is locked."""
         now = self._clock()
         with self._lock:
-            return any(self._locked_until.get(key, 0.0) > now for key in keys)
+            return max([0.0, *(self._locked_until.get(key, 0.0) - now for key in keys)])
 
     def fail(self, *keys: str) -> list[str]:
         """Count a failure for each key; the keys this failure locked out."""
@@ -375,6 +380,30 @@ class Throttle:
     def _forget_old(self, now: float) -> None:
         self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] < self.window_s}
         self._locked_until = {k: v for k, v in self._locked_until.items() if v > now}
+
+
+class FailureDelay:
+    """The pause after a wrong password or API key, taken one at a time across the whole server.
+
+    Guesses sent in parallel, or from many addresses (real ones, or ones a local process claims in
+    ``X-Forwarded-For``, which uvicorn trusts from 127.0.0.1 for a reverse proxy), wait in one line:
+    at most one wrong guess a ``seconds``. Right passwords and keys never wait.
+    """
+
+    def __init__(self, seconds: float = FAILURE_DELAY_S) -> None:
+        self.seconds = seconds
+        self._line = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._line:
+            await asyncio.sleep(self.seconds)
+
+
+def lockout_message(what: str, seconds: float) -> str:
+    """The refusal while locked out: what was wrong too often, and when to try again."""
+    minutes = max(1, round(seconds / 60))
+    return (f"Too many wrong {what} from this address: locked out for {LOCKOUT_S / 60:.0f} minutes; "
+            f"try again in about {minutes} minute{'s' if minutes != 1 else ''}.")
 
 
 class LoginGuard:

@@ -252,9 +252,30 @@ def test_wrong_keys_lock_the_address_out(served: Served) -> None:
         wrong = list(pool.map(lambda _: http.get("/v1/models", headers={"Authorization": "Bearer x"}), range(5)))
         assert all(response.status_code == 401 for response in wrong)
         locked = http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"})
-        assert "Too many wrong API keys" in error(locked, 401)
+        message = error(locked, 401)
+        assert "Too many wrong API keys" in message and "locked out for 15 minutes" in message
+        assert "try again in about 15 minutes" in message
+        assert 890 <= int(locked.headers["retry-after"]) <= 900
     with keyed(served, "127.0.0.4") as http:
         assert http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_wrong_keys_wait_in_one_line_whatever_their_address(served: Served) -> None:
+    """Guesses in parallel, or spread over addresses, get one wrong-key answer a second in all."""
+    use(served, ScriptedEngine(lambda prompt: REPLY), ApiKeys.parse([("test", KEY)]))
+
+    def guess(n: int) -> int:
+        with keyed(served, f"127.0.1.{n}") as http:
+            return http.get("/v1/models", headers={"Authorization": "Bearer x"}).status_code
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(guess, range(1, 5))) == [401] * 4
+    assert time.monotonic() - started >= 3.9
+    started = time.monotonic()
+    with keyed(served, "127.0.1.5") as http:
+        assert http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    assert time.monotonic() - started < 0.9  # a right key never waits
 
 
 def test_a_full_queue_gets_429_with_retry_after(served: Served) -> None:

@@ -139,8 +139,11 @@ def test_throttle_locks_after_max_failures_within_the_window_and_unlocks_later()
     assert throttle.fail("user:alice") == ["user:alice"]
     assert throttle.locked("user:alice") and throttle.locked("address:x", "user:alice")
     assert not throttle.locked("user:bob")
-    clock.now += LOCKOUT_S + 1
-    assert not throttle.locked("user:alice")
+    clock.now += 60
+    assert throttle.seconds_locked("address:x", "user:alice") == LOCKOUT_S - 60
+    assert throttle.seconds_locked("user:bob") == 0
+    clock.now += LOCKOUT_S
+    assert not throttle.locked("user:alice") and throttle.seconds_locked("user:alice") == 0
 
 
 def test_throttle_forgets_failures_older_than_the_window() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from app.api.schemas import (
 )
 from app.api.sse import DONE, EventStream, event
 from app.engines.base import Engine, EngineError, Generation, GenerationStats, NotSupported, PromptTooLong
-from app.security import FAILURE_DELAY_S, Throttle
+from app.security import FailureDelay, Throttle, lockout_message
 from app.ui.state import AppState
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -55,9 +56,11 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, message, "authentication_error", code="invalid_api_key",
-                    headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(message: str, retry_after: float | None = None) -> ApiError:
+    headers = {"WWW-Authenticate": "Bearer"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(math.ceil(retry_after))
+    return ApiError(401, message, "authentication_error", code="invalid_api_key", headers=headers)
 
 
 def _engine_error(exc: EngineError) -> ApiError:
@@ -132,6 +135,7 @@ class Api:
         self.state = state
         self.admission = Admission(lambda: state.engine.slots)
         self.throttle = Throttle()
+        self.failure_delay = FailureDelay()
 
     async def authorize(self, request: Request, address: str) -> str | None:
         """The key id of the request's bearer key (None where the API is open); 401 otherwise."""
@@ -142,9 +146,10 @@ class Api:
             raise _unauthorized("This server has no API keys: restart it with --api-key-file FILE or "
                                 "$JMEDLLM_API_KEYS to use the API.")
         throttle_key = f"api-address:{address}"
-        if self.throttle.locked(throttle_key):
+        locked_s = self.throttle.seconds_locked(throttle_key)
+        if locked_s > 0:
             log.warning("API key refused (locked out): address=%s", address)
-            raise _unauthorized("Too many wrong API keys from this address; try again later.")
+            raise _unauthorized(lockout_message("API keys", locked_s), retry_after=locked_s)
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise _unauthorized("Missing API key: send the header Authorization: Bearer KEY.")
@@ -154,7 +159,7 @@ class Api:
             for key in self.throttle.fail(throttle_key):
                 log.warning("locked out for %.0f minutes after %d wrong API keys: %s",
                             self.throttle.lockout_s / 60, self.throttle.max_failures, key)
-            await asyncio.sleep(FAILURE_DELAY_S)
+            await self.failure_delay.wait()
             raise _unauthorized("Invalid API key.")
         return key_id
 

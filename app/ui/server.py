@@ -30,9 +30,9 @@ from app.paths import cache_dir
 from app.security import (
     API_KEYS_ENV,
     AUTH_ENV,
-    FAILURE_DELAY_S,
     NEW_KEY_COMMAND,
     AuthError,
+    FailureDelay,
     LoginGuard,
     is_loopback,
     load_api_keys,
@@ -183,10 +183,12 @@ class RequestGuard:
 def authenticate_with(guard: LoginGuard) -> Callable[[str, str], Awaitable[bool]]:
     """Gradio's login check: throttled by user and by the client address, a fixed delay after a failure."""
 
+    failure_delay = FailureDelay()
+
     async def authenticate(username: str, password: str) -> bool:
         accepted = await asyncio.to_thread(guard.check, username, password, CLIENT_ADDRESS.get())
         if not accepted:
-            await asyncio.sleep(FAILURE_DELAY_S)
+            await failure_delay.wait()
         return accepted
 
     return authenticate
