@@ -57,6 +57,8 @@ def open_db(path: Path | str, create: bool = True) -> sqlite_utils.Database:
                 _require_no_migration(db, path)
             else:
                 db.enable_wal()
+                if MIGRATIONS.pending(db):
+                    _require_intact(db, path)  # never upgrade a damaged file
                 MIGRATIONS.apply(db)
         except BaseException:
             db.close()
@@ -83,16 +85,25 @@ def _require_no_migration(db: sqlite_utils.Database, path: Path) -> None:
 
 
 def check_writable(path: Path | str) -> None:
-    """Open (creating if needed) and take the write lock once, so a writer fails before its slow work.
+    """Open (creating if needed), check and take the write lock once, so a writer fails before its slow work.
 
-    Raises :class:`DatabaseError` for a read-only file or one another process holds.
+    Raises :class:`DatabaseError` for a read-only file, a damaged one, or one another process holds.
     """
     path = Path(path)
     if path.exists() and not os.access(path, os.W_OK):
         raise DatabaseError(_read_only(path))
     with connect(path) as db:
+        _require_intact(db, path)
         db.execute("BEGIN IMMEDIATE")
         db.execute("ROLLBACK")
+
+
+def _require_intact(db: sqlite_utils.Database, path: Path) -> None:
+    """Refuse a file that SQLite's ``quick_check`` finds damaged: writing on would only spread the damage."""
+    findings = [str(row[0]) for row in db.execute("PRAGMA quick_check").fetchall()]
+    if findings != ["ok"]:
+        raise DatabaseError(f"The database {path} is damaged ({findings[0]}); nothing was written to it. "
+                            "Restore the last backup (jmedllm db restore FILE), or see jmedllm db check.")
 
 
 @contextmanager

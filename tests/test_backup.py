@@ -17,6 +17,7 @@ from app.bench import store
 from app.db import connect, open_db
 from app.migrations import MIGRATIONS, Migrations, m001_initial, m002_model_loads, m003_run_engine
 from app.timestamps import utc_now
+from tests.bench.conftest import write_block
 from tests.conftest import assert_clean_error, run_cli
 
 PAD = "患者の質問 " * 200  # about 3 KB of UTF-8 per answer: a database of several backup steps
@@ -283,6 +284,15 @@ def test_check_reports_a_damaged_database(damaged: Path) -> None:
     result = run_cli("db", "check", "--db", str(damaged))
     assert_clean_error(result, "is damaged", "jmedllm db restore")
     assert "integrity: ok" not in result.stdout
+
+
+def test_bench_run_refuses_a_damaged_database_before_loading_the_model(damaged: Path, tmp_path: Path) -> None:
+    before = damaged.read_bytes()
+    result = run_cli("bench", "run", "--db", str(damaged), "--data-dir", str(write_block(tmp_path / "igakuqa")),
+                     "--model", str(tmp_path / "absent.gguf"))
+    assert_clean_error(result, f"The database {damaged} is damaged", "nothing was written", "jmedllm db restore")
+    after = damaged.read_bytes()
+    assert after[100:] == before[100:]  # only the 100-byte file header changed: the journal mode set to WAL
 
 
 def test_a_damaged_database_gives_no_backup(damaged: Path, tmp_path: Path) -> None:

@@ -134,11 +134,16 @@ def test_mistyped_db_is_not_created(command: list[str], tmp_path: Path) -> None:
     assert not typo.exists()
 
 
-def test_bench_run_says_it_creates_a_new_database(tmp_path: Path) -> None:
+def test_bench_run_checks_its_data_before_it_creates_a_new_database(tmp_path: Path) -> None:
     new = tmp_path / "fresh.db"
     result = run_cli("bench", "run", "--db", str(new), "--data-dir", str(tmp_path / "no-data"),
                      "--model", str(tmp_path / "absent.gguf"))
-    assert_clean_error(result, f"Creating a new database at {new}", "No question set", "no such file or folder")
+    assert_clean_error(result, "No question set", "no such file or folder")
+    assert "Creating a new database" not in result.stderr and not new.exists()
+    result = run_cli("bench", "run", "--db", str(new), "--data-dir", str(write_block(tmp_path / "igakuqa")),
+                     "--model", str(tmp_path / "absent.gguf"))
+    assert_clean_error(result, f"Creating a new database at {new}", "absent.gguf")
+    assert new.exists()
 
 
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:

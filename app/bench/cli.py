@@ -64,22 +64,27 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
         raise NotSupported(f"The {mode} mode runs on the local engine only (--engine local): "
                            f"it needs {MODES[mode].requires}, which the {engine_spec.kind} engine does not offer.")
     database = database_path(db_path)
-    # Everything that can fail fast is checked before the model loads: database, data, set, template.
+    # Everything that can fail fast is checked before the model loads: data, set and template (before a
+    # new database is created for them), then the database.
+    dataset = load_dataset(data)
+    checked_plan(dataset, config)
     if not database.exists():
         click.echo(f"Creating a new database at {database}.", err=True)
     check_writable(database)
-    dataset = load_dataset(data)
-    checked_plan(dataset, config)
     engine = load_engine(engine_spec)
     cancel = threading.Event()
+    stopped_by: list[int] = []
 
-    def on_sigint(*_: object) -> None:
+    def on_stop(signum: int, _frame: object) -> None:
+        """Ctrl-C, or SIGTERM (``systemctl stop``, ``kill``): stop after the current question, resumable."""
         if cancel.is_set():
             raise KeyboardInterrupt
+        stopped_by.append(signum)
         cancel.set()
         click.echo("\nStopping after the current question (Ctrl-C again to stop now)...", err=True)
 
-    signal.signal(signal.SIGINT, on_sigint)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_stop)
     bar = None
     last = None
     try:
@@ -110,7 +115,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
     click.echo(format_summary(run, summarize(answers(db, last.run_id), dataset)))
     if run["status"] != "complete":
         click.echo(f"\nRun {run['id']} is {run['status']}; run the same command again to resume it.", err=True)
-        sys.exit(130 if cancel.is_set() else 1)
+        sys.exit(128 + stopped_by[0] if stopped_by else 1)
 
 
 @bench.command("list")

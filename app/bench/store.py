@@ -102,13 +102,20 @@ def finish_run(db: sqlite_utils.Database, run_id: int, status: str, extra: dict[
 
 def get_run(db: sqlite_utils.Database, run_id: int) -> dict:
     try:
-        return db.table("runs").get(run_id)
+        return _as_seen_now(db.table("runs").get(run_id))
     except sqlite_utils.db.NotFoundError:
         raise RunNotFound(run_id) from None
 
 
 def list_runs(db: sqlite_utils.Database) -> list[dict]:
-    return list(db.table("runs").rows_where(order_by="id desc"))
+    return [_as_seen_now(run) for run in db.table("runs").rows_where(order_by="id desc")]
+
+
+def _as_seen_now(run: dict) -> dict:
+    """A run stored as running whose process is gone (killed, power lost) is shown as interrupted: resumable."""
+    if run["status"] == "running" and run.get("pid") != os.getpid() and not pid_alive(run.get("pid")):
+        return {**run, "status": "interrupted"}
+    return run
 
 
 def answers(db: sqlite_utils.Database, run_id: int) -> list[dict]:

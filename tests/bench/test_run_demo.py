@@ -154,6 +154,9 @@ def test_killed_run_resumes_without_loss_or_duplicates(demo_model_path: Path, ig
     before = [dict(r) for r in rows(db, "select * from answers order by id")]
     assert 1 <= len(before) < 3
     assert rows(db, "select status from runs")[0]["status"] == "running"  # killed: no chance to record it
+    listed = subprocess.run([*JMEDLLM, "bench", "list", "--json", "--db", str(db)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert json.loads(listed.stdout)[0]["status"] == "interrupted"  # its process is gone
 
     resumed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -165,7 +168,9 @@ def test_killed_run_resumes_without_loss_or_duplicates(demo_model_path: Path, ig
     assert after[: len(before)] == before  # nothing lost or rewritten
 
 
-def test_ctrl_c_stops_after_the_current_question_and_resumes(igakuqa_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_after_the_current_question_and_resumes(stop: signal.Signals, igakuqa_dir: Path,
+                                                             tmp_path: Path) -> None:
     db = tmp_path / "int.db"
     env = {**os.environ, "JMEDLLM_DATA_DIR": str(tmp_path / "data")}
     command = [*JMEDLLM, "bench", "run", "--model", "demo", "--gpu-layers", "0", "--ctx", "2048", "--set", "quick",
@@ -174,12 +179,12 @@ def test_ctrl_c_stops_after_the_current_question_and_resumes(igakuqa_dir: Path, 
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_for_first_answer(process, db, poll_s=0.05)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         output = process.communicate(timeout=120)[0].decode()
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, output
+    assert process.returncode == 128 + stop, output
     assert "run the same command again to resume it" in output
     run = rows(db, "select * from runs")[0]
     assert run["status"] == "interrupted" and 1 <= run["n_answered"] < 8
