@@ -137,7 +137,9 @@ def messages(conversation: Conversation, question: str, language: Language) -> l
 def fit(engine: Engine, conversation: Conversation, question: str, max_tokens: int = DEFAULT_MAX_TOKENS,
         thinking: bool | None = None, language: str = "auto", cancel: threading.Event | None = None) -> Fit:
     """Whether asking ``question`` next leaves ``max_tokens`` for the answer, and what to drop if not
-    (a render stopped by ``cancel`` counts as fitting: the answer that follows ends at once)."""
+    (a render stopped by ``cancel`` counts as fitting: the answer that follows ends at once). An invalid
+    question (empty, too long, not valid UTF-8) raises :class:`app.qa.QuestionError` before any tokenizing."""
+    validate(Query(text=question, max_tokens=max_tokens))
     lang = _language(conversation, question, language)
     kept = len(conversation.in_context)
     prompt_tokens: int | None = None

@@ -75,6 +75,13 @@ def test_a_question_too_long_alone_and_engine_errors_leave_the_session_going() -
     assert not session.step("/quit")
 
 
+def test_a_line_that_is_not_utf8_is_refused_and_the_session_goes_on(demo_model_path: Path) -> None:
+    typed = b"\xff\xfe\xe8\x83\xb8\n/quit\n"  # invalid bytes, then a valid 胸 after them
+    result = subprocess.run([*CHAT, *DEMO], input=typed, capture_output=True, timeout=600, cwd=REPO_ROOT)
+    err = result.stderr.decode()
+    assert result.returncode == 0 and "not valid UTF-8" in err and "Traceback" not in err
+
+
 def run_chat(*args: str, lines: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CHAT, *DEMO, *args], input="".join(f"{line}\n" for line in lines), capture_output=True,
                           text=True, timeout=600, cwd=REPO_ROOT)
