@@ -143,10 +143,15 @@ def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None
     item = Query(text=question, choices=parse_choices("\n".join(choices)), language=lang,
                  template=template, shots=int(shots), max_tokens=max_tokens)
     validate(item)  # a bad question fails now, not after the model has loaded
-    engine = load_engine(engine_spec)
+    # Ctrl-C stops the answer; pressed while the model loads (where llama.cpp's log callback would swallow
+    # the KeyboardInterrupt), it stops before the answer begins.
     cancel = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    engine = load_engine(engine_spec)
     try:
+        if cancel.is_set():
+            click.echo("Stopped before the answer began. / 回答の開始前に停止しました。", err=True)
+            sys.exit(130)
         answer = ask_model(engine, item, cancel)
         for piece in answer.generation:
             click.echo(piece, nl=False)
@@ -167,6 +172,8 @@ def ask(question: str, choices: tuple[str, ...], lang: str, template: str | None
     if card.is_demo:
         click.echo("[demo model: not for clinical use]", err=True)
     click.echo("[Decision support only, not a diagnosis. / 診断ではなく意思決定支援です。]", err=True)
+    if stats.finish_reason == "cancelled":
+        sys.exit(130)
 
 
 @main.group()

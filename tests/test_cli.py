@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 from app.demo_model import DEMO_SHA256
 from app.qa import Answer
-from tests.conftest import run_cli
+from tests.conftest import JMEDLLM, REPO_ROOT, run_cli
 
 CHOICES = ("Liver", "Pancreas", "Kidney")
 
@@ -98,3 +101,16 @@ def test_a_missing_extra_is_named_with_its_install_command(monkeypatch) -> None:
     assert "pip install -e '.[train]'" in result.output and "Traceback" not in result.output
     other = CliRunner().invoke(group, ["needs-nothing-known"])
     assert isinstance(other.exception, ModuleNotFoundError)  # not an extra: a real bug, not hidden
+
+
+def test_ctrl_c_while_the_model_loads_stops_before_the_answer(demo_model_path: Path) -> None:
+    """Ctrl-C in the first second (model loading, where llama.cpp's log callback swallowed it) is not lost."""
+    for delay in (0.4, 0.7):
+        process = subprocess.Popen([*JMEDLLM, "ask", "Explain sepsis management in detail", "--max-tokens", "60",
+                                    "--gpu-layers", "0"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=120)
+        assert process.returncode in (1, 130), err  # 1: "Aborted!" before the handler is set, 130: stopped
+        assert "· length]" not in err and "Traceback" not in err
