@@ -71,7 +71,6 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
     if not database.exists():
         click.echo(f"Creating a new database at {database}.", err=True)
     check_writable(database)
-    engine = load_engine(engine_spec)
     cancel = threading.Event()
     stopped_by: list[int] = []
 
@@ -83,8 +82,13 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
         cancel.set()
         click.echo("\nStopping after the current question (Ctrl-C again to stop now)...", err=True)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM):  # set before loading: llama.cpp's log callback eats a Ctrl-C
         signal.signal(signum, on_stop)
+    engine = load_engine(engine_spec)
+    if stopped_by:
+        engine.close()
+        click.echo("Stopped before the run began; no run was started.", err=True)
+        sys.exit(128 + stopped_by[0])
     bar = None
     last = None
     try:
