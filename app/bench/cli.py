@@ -225,7 +225,7 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
 @DB_OPTION
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write (default: standard output).")
+              help="File to write (atomically, mode 600; default: standard output).")
 def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None) -> None:
     """Write RUN's answers as CSV or JSON lines (each with the run's model and settings)."""
     from app.bench.export import open_export, write_export
@@ -233,12 +233,11 @@ def export_cmd(run_id: int, db_path: Path | None, fmt: str, output: Path | None)
 
     db = open_for_reading(db_path)
     run = get_run(db, run_id)
-    handle = open_export(output) if output else sys.stdout
-    try:
+    if output is None:
+        write_export(db, run, fmt, sys.stdout)
+        return
+    with open_export(output) as handle:
         write_export(db, run, fmt, handle)
-    finally:
-        if output:
-            handle.close()
 
 
 @bench.command("score")

@@ -1,25 +1,27 @@
 """Exporting a run's answers, each row carrying the run's model and settings.
 
 CSV cells that a spreadsheet would read as a formula are neutralised (OWASP's rule: a leading
-quote); JSON lines stay exact. Export files are created readable by their owner only.
+quote); JSON lines stay exact. Export files are written atomically, readable by their owner only.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import functools
 import json
-import os
 import shutil
-import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import sqlite_utils
 
+from app.atomic import atomic_path
 from app.bench.store import answer_columns, iter_answers
+from app.errors import UserError
 
 RUN_FIELDS = ("model_file", "model_sha256", "quantization", "mode", "template", "shots", "question_set",
               "data_fingerprint")
@@ -33,13 +35,17 @@ def neutralise_cell(value: Any) -> Any:
     return value
 
 
-def open_export(path: Path) -> IO[str]:
-    """``path`` opened for writing text (UTF-8, CSV newlines), created or truncated, mode 0600."""
-    handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8",
-                       newline="")
-    if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # not /dev/stdout or a pipe
-        os.fchmod(handle.fileno(), 0o600)  # a file that already existed keeps its mode otherwise
-    return handle
+@contextlib.contextmanager
+def open_export(path: Path) -> Iterator[IO[str]]:
+    """``path`` written as text (UTF-8, CSV newlines): atomically, mode 0600, in a folder that must exist."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    try:
+        with atomic_path(path, private=True) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+            yield handle
+    except OSError as exc:
+        raise UserError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
 
 
 @functools.cache

@@ -19,12 +19,12 @@ from app.bench.cli_options import DB_OPTION, open_for_reading
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "csv"]), default="text", show_default=True,
               help="text: the Markdown table, for the terminal; csv: separate numeric columns.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write (atomically; default: standard output).")
+              help="File to write (atomically, mode 600; default: standard output).")
 @DB_OPTION
 def table(run_ids: tuple[int, ...], reference: bool, fmt: str, output: Path | None, db_path: Path | None) -> None:
     """RUNs side by side like the paper's tables: benchmark x language rows, a column per model,
     Gestalt accuracy with the letter metric beside it, chance floors and a macro average."""
-    from app.atomic import atomic_writer
+    from app.bench.export import open_export
     from app.bench.table import paper_table
 
     result = paper_table(open_for_reading(db_path), run_ids, reference)
@@ -32,6 +32,6 @@ def table(run_ids: tuple[int, ...], reference: bool, fmt: str, output: Path | No
     if output is None:
         click.echo(text, nl=False)
         return
-    with atomic_writer(output) as handle:
-        handle.write(text.encode("utf-8"))
+    with open_export(output) as handle:
+        handle.write(text)
     click.echo(f"Wrote the table of runs {', '.join(map(str, dict.fromkeys(run_ids)))} to {output}.", err=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+import stat
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -219,9 +220,21 @@ def test_the_cli_prints_writes_and_refuses(runs: Runs, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == paper_table(runs.db, [runs.a, runs.b, runs.a_medqa]).markdown()
     out = tmp_path / "out" / "table.csv"
+    result = run_cli("bench", "table", str(runs.a), "-o", str(out), "--db", db, timeout=120)
+    assert_clean_error(result, f"Cannot write {out}: the folder {out.parent} does not exist")
+    assert not out.parent.exists()
+    out.parent.mkdir()
     result = run_cli("bench", "table", str(runs.a), str(runs.a_medqa), "--reference", "--format", "csv", "-o",
                      str(out), "--db", db, timeout=120)
     assert result.returncode == 0, result.stderr
     assert out.read_text(encoding="utf-8") == paper_table(runs.db, [runs.a, runs.a_medqa], reference=True).csv()
-    assert not list(out.parent.glob("*.partial"))
+    assert not list(out.parent.glob("*.partial")) and stat.S_IMODE(out.stat().st_mode) == 0o600
+    export = out.parent / "run.csv"
+    assert_clean_error(run_cli("bench", "export", str(runs.a), "--db", db, "-o", str(tmp_path / "no" / "run.csv"),
+                               timeout=120), "the folder", "does not exist")
+    result = run_cli("bench", "export", str(runs.a), "--db", db, "-o", str(export), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert export.read_text(encoding="utf-8").startswith("run_id,") and stat.S_IMODE(export.stat().st_mode) == 0o600
+    assert_clean_error(run_cli("bench", "export", str(runs.a), "--db", db, "-o", "/proc/run.csv", timeout=120),
+                       "Cannot write /proc/run.csv")
     assert_clean_error(run_cli("bench", "table", str(runs.a), "99", "--db", db, timeout=120), "No benchmark run 99")
