@@ -230,6 +230,7 @@ def serve(engine_spec: EngineSpec, host: str, port: int, auth_file: Path | None,
     """
     import logging
 
+    from app.ports import listen_problem
     from app.ui.server import ServeOptions, checked_options
     from app.ui.server import serve as serve_ui
 
@@ -241,6 +242,9 @@ def serve(engine_spec: EngineSpec, host: str, port: int, auth_file: Path | None,
     if db is not None and not db.exists():
         click.echo(f"No database at {db} yet: it will be created there when the first question or "
                    "benchmark run is stored.", err=True)
+    problem = listen_problem(host, port)  # before the model loads, which may take minutes
+    if problem is not None:
+        raise UserError(f"Cannot serve: {problem.message}")
     engine = load_engine(engine_spec)
     try:
         serve_ui(engine, options)

@@ -12,12 +12,10 @@ bandwidth measurement: about 0.5 GB of memory for about half a second.
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,6 +47,7 @@ from app.gguf_metadata import GGUFFormatError, Scalar, read_gguf_metadata
 from app.model_card import check_gguf_file, quantization_name
 from app.models import MODEL_ENV
 from app.paths import cache_dir, data_dir, models_dir
+from app.ports import listen_problem
 
 Status = Literal["ok", "warn", "fail"]
 OK: Status = "ok"
@@ -557,23 +556,12 @@ def check_network() -> Check:
 
 def check_port(options: DoctorOptions) -> Check:
     address = f"{options.host}:{options.port}"
-    details = {"host": options.host, "port": options.port}
-    try:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            sock.bind(sockaddr)
-    except socket.gaierror as exc:
-        return _check("port", FAIL, f"cannot resolve the host {options.host!r} ({exc.strerror}).", details)
-    except OSError as exc:
-        details["error"] = exc.strerror
-        if exc.errno == errno.EADDRINUSE:
-            return _check("port", WARN, f"{address} is in use (another program, or jmedllm serve already "
-                          "running): serve needs another --port.", details)
-        if exc.errno == errno.EADDRNOTAVAIL:
-            return _check("port", FAIL, f"{options.host} is not an address of this machine.", details)
-        return _check("port", FAIL, f"cannot listen on {address}: {exc.strerror}.", details)
-    return _check("port", OK, f"{address} is free for jmedllm serve.", details)
+    details: dict[str, Any] = {"host": options.host, "port": options.port}
+    problem = listen_problem(options.host, options.port)
+    if problem is None:
+        return _check("port", OK, f"{address} is free for jmedllm serve.", details)
+    details["error"] = problem.message
+    return _check("port", WARN if problem.why == "in_use" else FAIL, problem.message, details)
 
 
 # --- all of it ---------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from types import SimpleNamespace
 
 from app.demo_model import DEMO_SHA256
 from app.qa import Answer
-from tests.conftest import JMEDLLM, REPO_ROOT, run_cli
+from tests.conftest import JMEDLLM, REPO_ROOT, assert_clean_error, run_cli
 
 CHOICES = ("Liver", "Pancreas", "Kidney")
 
@@ -114,3 +115,12 @@ def test_ctrl_c_while_the_model_loads_stops_before_the_answer(demo_model_path: P
         _out, err = process.communicate(timeout=120)
         assert process.returncode in (1, 130), err  # 1: "Aborted!" before the handler is set, 130: stopped
         assert "· length]" not in err and "Traceback" not in err
+
+
+def test_serve_on_a_busy_port_says_so_before_loading_the_model(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli("serve", "--model", str(tmp_path / "absent.gguf"), "--port", str(port), timeout=120)
+    assert_clean_error(result, f"Cannot serve: 127.0.0.1:{port} is in use", "another --port")
