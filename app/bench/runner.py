@@ -292,11 +292,23 @@ def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, i
         "backend_version": engine.backend_version, "device": engine.device,
         "gpu_layers": engine.gpu_layers, "n_ctx": engine.n_ctx, "template": template_family(config.template),
         "shots": config.shots, "mode": config.mode, "language": config.language_label,
-        "question_set": config.set_spec.label(), "set_size": len({q.problem_id for q, _ in items}),
+        "question_set": stored_set_label(config, len({q.problem_id for q, _ in items})),
+        "set_size": len({q.problem_id for q, _ in items}),
         "limit_n": config.limit, "benchmark": dataset.name, "data_dir": str(dataset.root),
         "data_fingerprint": dataset.fingerprint, "training_overlap": run_overlap(card),
         "settings": json.dumps(identity, ensure_ascii=False), "n_items": len(items),
     }
+
+
+def stored_set_label(config: RunConfig, n_questions: int) -> str:
+    """The set's label as stored with a run, saying what was asked: ``quick20`` for a quick set, but
+    ``quick5`` where a bank has only 5 questions, and ``.../first3`` for a run limited to 3."""
+    spec = config.set_spec
+    if config.limit:
+        return f"{spec.label()}/first{n_questions}"
+    if spec.name == "quick" and n_questions < spec.quick_size:
+        return replace(spec, quick_size=n_questions).label()
+    return spec.label()
 
 
 def final_totals(db: sqlite_utils.Database, run_id: int, wall_s: float) -> dict:

@@ -157,3 +157,16 @@ def test_a_new_metric_is_one_declaration(extra_metric: str, tiny: Dataset, tmp_p
     assert [tuple(r) for r in rows] == [("116A1", 1), ("116A2", 0)]
     summary = summarize(answers(open_db(db), 1))
     assert summary["metrics"][extra_metric] == {"correct": 1, "total": 2, "accuracy": 0.5}
+
+
+def test_the_stored_set_label_says_what_was_asked(tiny: Dataset, tmp_path: Path) -> None:
+    """A limited run is not stored under the full set's name, nor a quick set under more questions than it has."""
+    db = tmp_path / "labels.db"
+    engine = ScriptedEngine(first_choice)
+    configs = {"quick20": RunConfig(SetSpec("quick", quick_size=20), ("ja",)),  # the 12 questions there are
+               "limited": RunConfig(SetSpec("quick", quick_size=6), ("ja",), limit=3),
+               "quick6": RunConfig(SetSpec("quick", quick_size=6), ("ja",))}
+    for config in configs.values():
+        run_all(engine, db, config, tiny)
+    labels = [row["question_set"] for row in stored(db, "select question_set from runs order by id")]
+    assert labels == ["quick12", "quick6/first3", "quick6"]
