@@ -425,8 +425,10 @@ def check_speed(options: DoctorOptions) -> Check:
     details: dict[str, Any] = {"memory_bandwidth_bytes_per_s": round(bandwidth), "threads": default_threads()}
     summary = f"memory bandwidth (メモリ帯域) {bandwidth / 1e9:,.1f} GB/s measured"
     try:
-        weights = _model_path(options.model).stat().st_size
-    except (_Skipped, UserError):  # the memory check says why
+        path = _model_path(options.model)
+        read_gguf_metadata(path)  # a damaged file gives no estimate
+        weights = path.stat().st_size
+    except (_Skipped, UserError, GGUFFormatError):  # the memory check says why
         return _check("speed", OK, summary + ".", details)
     details["weights_bytes"] = weights
     details["tokens_per_second_upper_bound"] = round(bandwidth / weights, 1)

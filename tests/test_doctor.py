@@ -142,6 +142,15 @@ def test_missing_model_fails(data_dir: Path, tmp_path: Path) -> None:
     assert "Model file not found" in checks["memory"]["summary"]
 
 
+def test_a_truncated_model_fails_and_gets_no_speed_estimate(demo_model_path: Path, data_dir: Path,
+                                                             tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(demo_model_path.read_bytes()[:100_000])
+    code, checks = doctor_json("--model", str(truncated))
+    assert code == 1 and checks["memory"]["status"] == "fail"
+    assert "tokens/s" not in checks["speed"]["summary"] and "weights_bytes" not in checks["speed"]["details"]
+
+
 def test_busy_port_warns_and_foreign_address_fails(data_dir: Path, tmp_path: Path) -> None:
     model = str(tiny_model(tmp_path / "tiny.gguf"))
     with socket.socket() as busy:
