@@ -94,7 +94,7 @@ def engine_options(func: F) -> F:
         click.option("--gpu-layers", default="auto", show_default=True, help=GPU_LAYERS_HELP),
         click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=DEFAULT_CONTEXT,
                      show_default=True, help="Context size in tokens (per answer on llama-server)."),
-        click.option("--threads", type=int, default=None, help="CPU threads (default: all cores)."),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores)."),
         click.option("--parallel", type=click.IntRange(1, 64), default=None,
                      help="Answers at once on llama-server or openai (default 4; the local engine: 1)."),
         click.option("--engine-url", default=None, help="openai: the endpoint's base URL, e.g. https://gpu:8000/v1."),

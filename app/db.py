@@ -125,7 +125,7 @@ def _explain(exc: sqlite3.DatabaseError, path: Path) -> str:
     if name.startswith("SQLITE_READONLY"):
         return _read_only(path)
     if name.startswith("SQLITE_NOTADB") or name.startswith("SQLITE_CORRUPT"):
-        return f"{path} is not a readable JMedLLM database (damaged, or another kind of file). Check --db."
+        return f"{path} is not a readable JMedLLM database (damaged, or another kind of file). Check the file name."
     if name.startswith("SQLITE_CANTOPEN"):
         return f"Cannot open the database {path}: check that its folder exists and is readable."
     if name.startswith("SQLITE_FULL"):

@@ -117,3 +117,6 @@ def check(db_path: Path | None) -> None:
     if not summary.intact:
         raise DatabaseError(f"The database {path} is damaged. Restore the latest backup (`jmedllm db restore FILE`), "
                             "or keep a copy of the file and ask for help.")
+    if not summary.is_jmedllm:
+        held = f"its tables: {', '.join(sorted(summary.tables))}" if summary.tables else "it holds no tables"
+        raise DatabaseError(f"{path} is not a JMedLLM database ({held}). Check the file name.")

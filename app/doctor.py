@@ -48,6 +48,7 @@ from app.model_card import check_gguf_file, quantization_name
 from app.models import MODEL_ENV
 from app.paths import cache_dir, data_dir, models_dir
 from app.ports import listen_problem
+from app.security import is_loopback
 
 Status = Literal["ok", "warn", "fail"]
 OK: Status = "ok"
@@ -561,7 +562,9 @@ def check_port(options: DoctorOptions) -> Check:
     details: dict[str, Any] = {"host": options.host, "port": options.port}
     problem = listen_problem(options.host, options.port)
     if problem is None:
-        return _check("port", OK, f"{address} is free for jmedllm serve.", details)
+        beyond = "" if is_loopback(options.host) else (
+            " Beyond loopback, serve starts only with a login and API keys (--auth-file, --api-key-file).")
+        return _check("port", OK, f"{address} is free for jmedllm serve.{beyond}", details)
     details["error"] = problem.message
     return _check("port", WARN if problem.why == "in_use" else FAIL, problem.message, details)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -34,4 +35,4 @@ def import_cmd(file: Path, name: str | None, replace: bool) -> None:
     click.echo(f"  license: {printable(card.license or 'not stated in the file')}")
     if card.usage_warning:
         click.echo(f"  WARNING, the model's own notice: {printable(card.usage_warning)}")
-    click.echo(f"  Use it with: jmedllm serve --model {imported.path.name}  (or pick it in the Model tab)")
+    click.echo(f"  Use it with: jmedllm serve --model {shlex.quote(imported.path.name)}  (or pick it in the Model tab)")

@@ -23,7 +23,8 @@ import pytest
 
 from app.api.admission import QUEUE_PER_SLOT
 from app.api.routes import MAX_BODY_BYTES
-from app.api.schemas import MAX_TOKENS_CAP, NOTICE
+from app.api.schemas import DEMO_NOTICE, MAX_TOKENS_CAP, NOTICE
+from app.demo_model import DEMO_SHA256
 from app.engines.base import EngineUnavailable
 from app.security import API_KEYS_ENV, AUTH_ENV, ApiKeys, AuthError, Users, load_api_keys, new_api_key
 from app.ui.server import checked_options
@@ -112,6 +113,12 @@ def test_chat_answers_whole_with_usage_and_provenance(served: Served, http: http
     assert body["usage"] == {"prompt_tokens": len(prompt), "completion_tokens": len(REPLY),
                              "total_tokens": len(prompt) + len(REPLY)}
     assert body["jmedllm"] == {"model_sha256": SCRIPTED_CARD.sha256, "quantization": "none", "notice": NOTICE}
+
+
+def test_the_demo_models_answers_say_they_are_not_for_clinical_use(served: Served, http: httpx.Client) -> None:
+    use(served, ScriptedEngine(lambda prompt: REPLY, card=replace(SCRIPTED_CARD, sha256=DEMO_SHA256)))
+    body = http.post("/v1/chat/completions", json=chat_body()).json()
+    assert body["jmedllm"]["notice"] == f"{NOTICE} {DEMO_NOTICE}"
 
 
 def test_chat_streams_the_same_answer_then_usage_and_done(http: httpx.Client) -> None:

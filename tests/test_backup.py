@@ -255,6 +255,11 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     assert_clean_error(run_cli("db", "restore", str(other), "--db", str(tmp_path / "jmedllm.db")),
                        "not a JMedLLM database")
     assert not (tmp_path / "jmedllm.db").exists()
+    assert_clean_error(run_cli("db", "check", "--db", str(other)), "not a JMedLLM database (its tables: notes)")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert_clean_error(run_cli("db", "check", "--db", str(empty)), "not a JMedLLM database (it holds no tables)")
+    assert empty.read_bytes() == b""
 
 
 def damage_an_index(path: Path) -> None:

@@ -164,6 +164,8 @@ def test_busy_port_warns_and_foreign_address_fails(data_dir: Path, tmp_path: Pat
 
     code, checks = doctor_json("--model", model, "--host", "192.0.2.1")  # TEST-NET-1: never this machine's
     assert code == 1 and checks["port"]["status"] == "fail"
+    _code, checks = doctor_json("--model", model, "--host", "0.0.0.0", "--port", str(port))
+    assert checks["port"]["status"] == "ok" and "only with a login and API keys" in checks["port"]["summary"]
 
 
 def test_kv_cache_matches_llama_cpp(demo_model_path: Path) -> None:

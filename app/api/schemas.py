@@ -24,6 +24,7 @@ MAX_STOPS = 8
 MAX_TOKENS_CAP = 8192  # with the context window: a request may ask for at most min(this, n_ctx) tokens
 ROLES = ("system", "user", "assistant")
 NOTICE = "Decision support, not a diagnosis."
+DEMO_NOTICE = "Demo model: not for clinical use."
 INVALID_REQUEST = "invalid_request_error"
 
 
@@ -218,7 +219,8 @@ def finish_reason(stats: GenerationStats) -> str:
 
 def provenance(card: ModelCard) -> dict[str, str]:
     """The ``jmedllm`` extension field: which exact model answered, and what its answers are."""
-    return {"model_sha256": card.sha256, "quantization": card.quantization, "notice": NOTICE}
+    notice = f"{NOTICE} {DEMO_NOTICE}" if card.is_demo else NOTICE
+    return {"model_sha256": card.sha256, "quantization": card.quantization, "notice": notice}
 
 
 @dataclass(frozen=True)
