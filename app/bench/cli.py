@@ -129,6 +129,7 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
     """List the stored runs, newest first."""
     from app.bench.report import primary_accuracy
     from app.bench.store import list_runs
+    from app.terminal_columns import fit
 
     runs = list_runs(open_for_reading(db_path))
     if as_json:
@@ -142,8 +143,8 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
     for r in runs:
         acc = primary_accuracy(r)
         acc_s = f"{acc * 100:.1f}%" if acc is not None else "-"
-        click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} {str(r['model_file'])[:36]:<36} "
-                   f"{r['mode']:<8} {r['language']:<4} {str(r['benchmark'])[:12]:<12} {r['question_set']:<18} "
+        click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} {fit(str(r['model_file']), 36)} "
+                   f"{r['mode']:<8} {r['language']:<4} {fit(str(r['benchmark']), 12)} {r['question_set']:<18} "
                    f"{str(r['n_answered']) + '/' + str(r['n_items']):>9}  {acc_s}")
 
 

@@ -41,6 +41,7 @@ def add_cmd(path: Path, name: str | None, replace: bool) -> None:
 def list_cmd(as_json: bool) -> None:
     """List the imported question sets."""
     from app.bench.library import entries
+    from app.terminal_columns import fit
 
     found = entries()
     if as_json:
@@ -52,7 +53,7 @@ def list_cmd(as_json: bool) -> None:
     click.echo(f"{'name':<20} {'label':<24} {'layout':<12} {'lang':<6} {'questions':>9}  {'fingerprint':<12}  "
                f"{'added (UTC)':<25} source")
     for e in found:
-        click.echo(f"{e.name:<20} {e.label[:24]:<24} {e.layout:<12} {','.join(e.languages):<6} {e.questions:>9,}  "
+        click.echo(f"{e.name:<20} {fit(e.label, 24)} {e.layout:<12} {','.join(e.languages):<6} {e.questions:>9,}  "
                    f"{e.fingerprint[:12]:<12}  {e.added_at:<25} {e.source}")
 
 
