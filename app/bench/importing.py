@@ -38,6 +38,7 @@ from app.atomic import atomic_writer
 from app.bench.data import DataError, Dataset
 from app.bench.library import FILES, MANIFEST, NAME_PATTERN, Entry, entries, find, library_dir
 from app.bench.loaders import Loader, discover, known_layouts
+from app.bench.loaders.question_set import EMPTY_FILE
 from app.disk import free_bytes, size_text
 from app.timestamps import utc_now
 
@@ -48,6 +49,8 @@ MAX_RATIO = 100  # unpacked / packed, for entries over RATIO_FLOOR (JSONL packs 
 RATIO_FLOOR = 1024**2
 STAGING_PREFIX = ".import-"
 _CHUNK = 1024**2
+_BLANK_BYTES = 65536  # a file up to this size is read to see whether it holds nothing but blank lines
+_BOM = b"\xef\xbb\xbf"
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -81,12 +84,15 @@ class _Meter:
 
 
 def add(path: Path, name: str | None = None, on_progress: Progress | None = None,
-        replace: bool = False) -> list[Entry]:
+        replace: bool = False, shown_as: str | None = None) -> list[Entry]:
     """Import every set at ``path`` (a folder, a file or a zip) under ``name`` (default: each set's own
-    name, e.g. "igakuqa"); a name already imported is an error unless ``replace``. Returns the new entries."""
+    name, e.g. "igakuqa"); a name already imported is an error unless ``replace``. Returns the new entries.
+
+    ``shown_as``: the name the user knows ``path`` by when it is not the path itself (an upload's own
+    file name, not the server's temporary copy): messages name it and it is recorded as the source."""
     source = Path(path).expanduser()
     if not source.exists():
-        raise ImportRefused(f"{source}: no such file or folder")
+        raise ImportRefused(f"{shown_as or source}: no such file or folder")
     if name is not None and not NAME_PATTERN.match(name):
         raise ImportRefused(f"Invalid name {name!r}: use up to 64 lowercase letters, digits, '.', '_' and '-', "
                             "starting with a letter or a digit")
@@ -96,9 +102,9 @@ def add(path: Path, name: str | None = None, on_progress: Progress | None = None
             _refuse_taken([name])
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
         try:
-            sets = _stage(source, staging / "in", on_progress)
+            sets = _stage(source, staging / "in", on_progress, shown_as)
             datasets = _validate(sets)
-            names = _names(source, sets, datasets, name)
+            names = _names(shown_as or str(source), sets, datasets, name)
             if not replace:
                 _refuse_taken(names)
             return [_commit(staging, s, d, n) for s, d, n in zip(sets, datasets, names, strict=True)]
@@ -149,13 +155,24 @@ def _refuse_taken(names: list[str]) -> None:
 # --- stage ---------------------------------------------------------------------------------------
 
 
-def _stage(source: Path, dest: Path, on_progress: Progress | None) -> list[_Staged]:
+def _stage(source: Path, dest: Path, on_progress: Progress | None, shown_as: str | None) -> list[_Staged]:
+    if source.is_file() and _blank(source):
+        raise ImportRefused(f"{shown_as or source}: {EMPTY_FILE}; no question set to import")
     if source.is_file() and (source.suffix.lower() == ".zip" or zipfile.is_zipfile(source)):
-        return _unpack_sets(source, dest, on_progress)
+        return _unpack_sets(source, dest, on_progress, shown_as)
     if source.is_file() and source.stat().st_size > MAX_FILE_BYTES:
-        raise ImportRefused(f"{source}: {size_text(source.stat().st_size)}, too large for a question file "
-                            f"(at most {size_text(MAX_FILE_BYTES)}) and not a zip archive")
-    return _copy_sets(source, dest, on_progress)
+        raise ImportRefused(f"{shown_as or source}: {size_text(source.stat().st_size)}, too large for a question "
+                            f"file (at most {size_text(MAX_FILE_BYTES)}) and not a zip archive")
+    return _copy_sets(source, dest, on_progress, shown_as)
+
+
+def _blank(path: Path) -> bool:
+    """A file of 0 bytes, or of nothing but blank lines (a byte-order mark allowed)."""
+    size = path.stat().st_size
+    if size > _BLANK_BYTES:
+        return False
+    with path.open("rb") as handle:
+        return not handle.read(_BLANK_BYTES).removeprefix(_BOM).strip()
 
 
 def _no_set(where: str, empty: bool, archive: bool) -> ImportRefused:
@@ -165,16 +182,17 @@ def _no_set(where: str, empty: bool, archive: bool) -> ImportRefused:
     return ImportRefused(f"{where}: no question set in a known layout {what}. Known layouts:\n{known_layouts()}")
 
 
-def _copy_sets(source: Path, dest: Path, on_progress: Progress | None) -> list[_Staged]:
+def _copy_sets(source: Path, dest: Path, on_progress: Progress | None, shown_as: str | None) -> list[_Staged]:
+    where = shown_as or str(source)
     found = discover(source)
     if not found:
-        raise _no_set(str(source), source.is_dir() and not any(source.iterdir()), archive=False)
+        raise _no_set(where, source.is_dir() and not any(source.iterdir()), archive=False)
     inventories = [_inventory(set_path) for _, set_path in found]
     files = [f for inventory in inventories for f in inventory]
     if len(files) > MAX_FILES:
-        raise ImportRefused(f"{source}: more than {MAX_FILES} files; import the question set's own folder")
-    meter = _Meter(str(source), sum(size for _, size in files), on_progress)
-    _check_space(dest.parent, meter.total, str(source))
+        raise ImportRefused(f"{where}: more than {MAX_FILES} files; import the question set's own folder")
+    meter = _Meter(where, sum(size for _, size in files), on_progress)
+    _check_space(dest.parent, meter.total, where)
     staged = []
     for index, ((layout, set_path), inventory) in enumerate(zip(found, inventories, strict=True)):
         target = dest / str(index) / set_path.name
@@ -183,8 +201,11 @@ def _copy_sets(source: Path, dest: Path, on_progress: Progress | None) -> list[_
             to_path = target / rel if set_path.is_dir() else target
             to_path.parent.mkdir(parents=True, exist_ok=True)
             with from_path.open("rb") as src:
-                _write(src, to_path, meter, None, str(from_path))
-        staged.append(_Staged(layout, target, str(set_path), str(set_path.resolve())))
+                _write(src, to_path, meter, None, where if from_path == source else str(from_path))
+        if shown_as is not None and set_path == source:
+            staged.append(_Staged(layout, target, shown_as, shown_as))
+        else:
+            staged.append(_Staged(layout, target, str(set_path), str(set_path.resolve())))
     return staged
 
 
@@ -215,7 +236,7 @@ def _inventory(set_path: Path) -> list[tuple[Path, int]]:
     return files
 
 
-def _unpack_sets(archive: Path, dest: Path, on_progress: Progress | None) -> list[_Staged]:
+def _unpack_sets(archive: Path, dest: Path, on_progress: Progress | None, shown_as: str | None) -> list[_Staged]:
     root = dest / archive.stem
     root.mkdir(parents=True)
     _unpack(archive, root, on_progress)
@@ -226,7 +247,7 @@ def _unpack_sets(archive: Path, dest: Path, on_progress: Progress | None) -> lis
     for layout, set_path in found:
         inside = set_path.relative_to(root).as_posix()
         label = archive.name if inside == "." else f"{archive.name}: {inside}"
-        staged.append(_Staged(layout, set_path, label, str(archive.resolve())))
+        staged.append(_Staged(layout, set_path, label, shown_as or str(archive.resolve())))
     return staged
 
 
@@ -336,7 +357,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).lstrip("._-")[:64]
 
 
-def _names(source: Path, sets: list[_Staged], datasets: list[Dataset], name: str | None) -> list[str]:
+def _names(source: str, sets: list[_Staged], datasets: list[Dataset], name: str | None) -> list[str]:
     """``name``, or each set's own name; sets that share one get their folder or file name added."""
     if name is not None:
         if len(sets) > 1:

@@ -196,6 +196,11 @@ def _empty_folder(tmp_path: Path) -> Path:
     return tmp_path / "empty"
 
 
+def _written(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
 def _text_file(tmp_path: Path) -> Path:
     (tmp_path / "notes.txt").write_text("just some notes\n")
     return tmp_path / "notes.txt"
@@ -224,6 +229,9 @@ REFUSALS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "missing path": (lambda t: t / "nowhere", "nowhere: no such file or folder"),
     "empty folder": (_empty_folder, "empty is empty: no question set to import"),
     "unknown file": (_text_file, r"notes\.txt: no question set in a known layout"),
+    "empty file": (lambda t: _written(t / "empty.csv", b""), r"empty\.csv: the file is empty; no question set to"),
+    "blank lines": (lambda t: _written(t / "bank.jsonl", b"\xef\xbb\xbf\r\n  \n\n"), r"bank\.jsonl: the file is empty"),
+    "empty zip file": (lambda t: _written(t / "IgakuQA-main.zip", b""), r"IgakuQA-main\.zip: the file is empty"),
 }
 
 
@@ -235,6 +243,26 @@ def test_refused_with_nothing_written(tmp_path: Path, case: str) -> None:
     with pytest.raises(ImportRefused, match=message):
         add(path)
     assert listing() == before == []
+
+
+def test_an_upload_is_named_by_its_own_file_name_not_the_servers_copy(tmp_path: Path) -> None:
+    copy = tmp_path / "uploads-x" / ("ab" * 32) / "residents.csv"  # where the server keeps an upload
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"id,question,choice_a,choice_b,answer\r\nq1,Which?,yes,no,c\r\n")
+    with pytest.raises(ImportRefused) as caught:
+        add(copy, shown_as="residents.csv")
+    assert str(caught.value).splitlines()[1].startswith("residents.csv (question-set): residents.csv row 2 (q1): ")
+    assert "uploads-x" not in str(caught.value)
+    copy.write_bytes(b"")
+    with pytest.raises(ImportRefused, match="^residents\\.csv: the file is empty; no question set to import$"):
+        add(copy, shown_as="residents.csv")
+    copy.write_bytes(b"id,question,choice_a,choice_b,answer\r\nq1,Which?,yes,no,a\r\n")
+    [entry] = add(copy, shown_as="residents.csv")
+    assert (entry.name, entry.source) == ("residents", "residents.csv")
+    assert run_cli("bench", "data", "list").stdout.rstrip().endswith(" residents.csv")
+    archive = github_zip(clone(tmp_path / "src"), copy.parent / "IgakuQA-main.zip")
+    [entry] = add(archive, shown_as="IgakuQA-main.zip")
+    assert entry.source == "IgakuQA-main.zip"
 
 
 def test_limits_on_files_and_single_file_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

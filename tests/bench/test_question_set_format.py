@@ -253,6 +253,39 @@ def test_all_problems_are_reported_together(tmp_path: Path) -> None:
         assert f"\n  {expected}" in message
 
 
+def test_a_quote_left_open_is_named_and_the_rows_after_it_are_still_checked(tmp_path: Path) -> None:
+    lines = [OK_CSV, 'm2,"unterminated quote line,a,b,a', csv_line(id="m3", answer="z"), csv_line(id="m4")]
+    with pytest.raises(DataError) as caught:
+        load_question_set(write_csv(tmp_path / "bank.csv", lines))
+    message = str(caught.value)
+    assert message.startswith("bank.csv: 2 problems")
+    assert '\n  bank.csv row 3: a quote (") opened in this row is never closed, which would read the rows after it' \
+           in message
+    assert "\n  bank.csv row 4 (m3): answer 'z' is not a choice letter" in message  # not swallowed by row 3
+    assert "no choices" not in message
+
+
+def test_a_quote_left_open_in_a_long_file_or_the_header_is_named(tmp_path: Path) -> None:
+    lines = [OK_CSV, 'm2,"unterminated', *(csv_line(id=f"q{i}") for i in range(3000)), csv_line(id="last", answer="z")]
+    with pytest.raises(DataError) as caught:  # the open cell would outgrow csv's size limit
+        load_question_set(write_csv(tmp_path / "bank.csv", lines))
+    assert str(caught.value).splitlines()[1:] == [
+        '  bank.csv row 3: a quote (") opened in this row is never closed, which would read the rows after it into '
+        'one cell; close it (a quote inside a cell is written "")',
+        "  bank.csv row 3004 (last): answer 'z' is not a choice letter (write letters a-h separated by commas, "
+        'e.g. "a,c")']
+    with pytest.raises(DataError, match=r'^bank\.csv row 1: a quote \(\"\) opened in this row is never closed'):
+        load_question_set(write_csv(tmp_path / "bank.csv", [OK_CSV], header='"id,question,choice_a,choice_b,answer'))
+
+
+def test_quoted_cells_over_several_lines_are_not_taken_for_an_open_quote(tmp_path: Path) -> None:
+    lines = [OK_CSV, csv_line(id="x2", explanation='line 1\n"quoted" line 2, and ""'),
+             'x3,Which?,yes,no,,,,a,,,,,,,,,,"the last row\nends on a cell over two lines",']
+    questions = load_question_set(write_csv(tmp_path / "bank.csv", lines)).questions
+    assert [q.problem_id for q in questions] == ["ok", "x2", "x3"]
+    assert questions[2].explanation == "the last row\nends on a cell over two lines"
+
+
 def test_a_long_list_of_problems_is_cut_and_counted(tmp_path: Path) -> None:
     lines = [json.dumps(row(id=f"q{i}", answer="z")) for i in range(45)]
     with pytest.raises(DataError) as caught:
@@ -278,7 +311,10 @@ def test_shift_jis_is_refused_with_how_to_save_as_utf8(tmp_path: Path) -> None:
     ("bank.jsonl", b"", "bank.jsonl: no questions (the file is empty)"),
     ("bank.jsonl", b"\n\n  \n", "bank.jsonl: no questions (the file is empty)"),
     ("bank.csv", b"", "bank.csv row 1: no header row (the file is empty)"),
-    ("bank.csv", b"\xef\xbb\xbfid,question,choice_a,choice_b,answer\r\n,,,,\r\n", "bank.csv: no questions"),
+    ("bank.csv", b"\xef\xbb\xbfid,question,choice_a,choice_b,answer\r\n,,,,\r\n",
+     "bank.csv: no questions (the file is empty but for its header row)"),
+    ("bank.csv", b"id,question,choice_a,choice_b,answer\n", "bank.csv: no questions (the file is empty but for its "
+                                                            "header row)"),
 ])
 def test_an_empty_file_is_an_error(tmp_path: Path, name: str, content: bytes, message: str) -> None:
     (tmp_path / name).write_bytes(content)

@@ -19,6 +19,7 @@ import io
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 from app.bench.data import DataError, Dataset, Question, decode_utf8
@@ -29,6 +30,9 @@ SUFFIXES = (".jsonl", ".csv")
 LETTERS = "abcdefgh"
 MIN_CHOICES, MAX_CHOICES = 2, len(LETTERS)
 MAX_LISTED = 30  # problems listed in one error; the rest are counted
+EMPTY_FILE = "the file is empty"  # also in the importer's message about an empty file
+UNCLOSED_QUOTE = ('a quote (") opened in this row is never closed, which would read the rows after it into one '
+                  'cell; close it (a quote inside a cell is written "")')
 FIELDS = ("id", "question", "choices", "answer", "language", "translation", "category", "points",
           "contraindicated", "explanation")
 CHOICE_COLUMNS = tuple(f"choice_{x}" for x in LETTERS)
@@ -299,16 +303,58 @@ def _csv_header(cells: list[str] | None, name: str, problems: _Problems) -> list
     return None if unknown or missing or doubled else header
 
 
+def _ends_in_quotes(text: str) -> bool:
+    """Whether the CSV ``text`` ends inside a quoted cell, read as :mod:`csv` reads it (a quote opens a cell
+    only as its first character; inside one, "" is a quote and a single " closes it)."""
+    state = "start"  # of a cell; "cell": in an unquoted one; "quoted": inside quotes; "quote": just after one there
+    for char in text:
+        if state == "quoted":
+            state = "quote" if char == '"' else state
+        elif state == "quote" and char == '"':
+            state = "quoted"
+        elif char in ",\r\n":
+            state = "start"
+        else:
+            state = "quoted" if state == "start" and char == '"' else "cell"
+    return state == "quoted"
+
+
+def _csv_rows(text: str, name: str, problems: _Problems) -> Iterator[tuple[int, list[str]]]:
+    """(spreadsheet row, cells) of each row, the header first as row 1 (a cell may span lines). A quote that
+    is never closed would read the rest of the file into its cell: it is a problem of its row, and reading
+    goes on at the line after the one that row began on."""
+    lines = io.StringIO(text, newline="").readlines()
+    start, number = 0, 1
+    while start < len(lines):
+        reader = csv.reader(lines[start:])
+        read = 0  # lines of lines[start:] before the row being read
+        try:
+            for cells in reader:
+                if reader.line_num - read > 1 and reader.line_num == len(lines) - start \
+                        and _ends_in_quotes("".join(lines[start + read:])):
+                    break
+                yield number, cells
+                number, read = number + 1, reader.line_num
+            else:
+                return
+        except csv.Error:  # a cell over csv's size limit: a quote left open in a long file, or a real error
+            if not _ends_in_quotes("".join(lines[start + read:])):
+                raise
+        problems.add(f"{name} row {number}", UNCLOSED_QUOTE)
+        start, number = start + read + 1, number + 1
+
+
 def _csv_questions(text: str, name: str, problems: _Problems) -> list[Question]:
     """Rows are numbered as a spreadsheet shows them (the header is row 1; a cell may span lines)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = _csv_rows(text, name, problems)
     number = 1
     try:
-        header = _csv_header(next(reader, None), name, problems)
+        number, cells = next(rows, (1, None))
+        header = _csv_header(cells, name, problems) if number == 1 else None  # not 1: the header's quote is open
         if header is None:
             return []
         questions = []
-        for number, cells in enumerate(reader, start=2):
+        for number, cells in rows:
             where = f"{name} row {number}"
             stray = [i + 1 for i, cell in enumerate(cells) if cell.strip() and (i >= len(header) or not header[i])]
             if stray:
@@ -331,8 +377,8 @@ def read_questions(raw: bytes, name: str) -> list[Question]:
     text = _decode(raw, name)
     read = _csv_questions if name.lower().endswith(".csv") else _jsonl_questions
     questions = read(text, name, problems)
-    if not questions and not problems.messages:
-        problems.add(name, "no questions (the file is empty)" if not text.strip() else "no questions")
+    if not questions and not problems.messages:  # nothing but blank lines, or a CSV's header and empty rows
+        problems.add(name, f"no questions ({EMPTY_FILE}{' but for its header row' if text.strip() else ''})")
     problems.raise_if_any()
     return questions
 
