@@ -105,6 +105,9 @@ def test_two_turn_japanese_conversation_streams_the_second_answer_and_copies(bro
             seen.append(texts[-1])
         time.sleep(0.02)
     assert stamps(page) == 2 and bot_texts(page)[0] == first  # the first answer stays as it was
+    marker = "（長さの上限で打ち切り：最大トークン数を増やしてください）"
+    cut = [("· length" in text, marker in text) for text in bot_texts(page)]
+    assert (True, True) in cut and all(stamp == said for stamp, said in cut), cut  # 16 tokens cut them short
     assert len(seen) >= 2, f"the second answer did not stream: {seen}"
     assert user_texts(page) == ["糖尿病の三大合併症は何ですか？", "透析患者ではどうですか？"]
     copy_buttons = page.locator('#chat button[aria-label="Copy message"]')
@@ -118,11 +121,16 @@ def test_two_turn_japanese_conversation_streams_the_second_answer_and_copies(bro
 
 
 def test_stop_keeps_the_partial_answer_and_a_follow_up_works(browser: Any, ui_server: Server) -> None:
+    from playwright.sync_api import expect
+
     page = open_chat(browser, ui_server, max_tokens=512)
+    expect(page.locator("#stop")).to_be_disabled()  # nothing to stop yet
     send(page, "Write a long essay on the history of anaesthesia.")
     wait_for(lambda: any(text.strip() for text in bot_texts(page)), what="the answer to start")
+    expect(page.locator("#stop")).to_be_enabled()
     page.locator("#stop").click()
     wait_answers(page, 1)
+    expect(page.locator("#stop")).to_be_disabled(timeout=10_000)
     assert "停止しました" in bot_texts(page)[-1] and "cancelled" in bot_texts(page)[-1]
     set_max_tokens(page, 16)
     send(page, "Summarise it in one line.")

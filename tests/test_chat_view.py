@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.chat import Conversation, Stamp, Turn
 from app.ui.chat_view import REASONING_TITLE, conversation_messages, streaming_messages
 
@@ -23,6 +25,16 @@ def test_a_turn_shows_question_reasoning_answer_and_stamp() -> None:
     assert "(stopped)" in answer["content"]  # a cancelled answer is marked
     unescaped = answer["content"].replace("\\", "")
     assert "&lt;b&gt;x&lt;/b&gt;" in unescaped and "12.5 tok/s" in unescaped
+
+
+def test_an_answer_cut_at_the_token_limit_says_so_in_the_ui_language() -> None:
+    cut = Conversation(turns=[replace(turn("q", "The answer is"), stamp=replace(STAMP, finish_reason="length"))])
+    japanese = conversation_messages(cut, "ja")[1]["content"]
+    assert "*（長さの上限で打ち切り：最大トークン数を増やしてください）*" in japanese
+    assert "*(cut off at the token limit: raise Max new tokens)*" in conversation_messages(cut, "en")[1]["content"]
+    done = Conversation(turns=[replace(turn("q", "Done."), stamp=replace(STAMP, finish_reason="stop"))])
+    assert "cut off" not in conversation_messages(done, "en")[1]["content"]
+    assert "(stopped)" not in conversation_messages(done, "en")[1]["content"]
 
 
 def test_a_multiple_choice_turn_lists_its_choices_and_names_the_pick() -> None:

@@ -95,6 +95,8 @@ def test_model_tab_rejects_a_non_gguf_file(client: Client) -> None:
             client.predict(bogus.name, "auto", 2048, api_name="/load_model")
         with pytest.raises(Exception, match="GPU layers must be"):
             client.predict("demo", "many", 2048, api_name="/load_model")
+        with pytest.raises(Exception, match="先に読み込むモデルを選んでください。 / Choose a model to load first"):
+            client.predict("", "auto", 2048, api_name="/load_model")  # nothing chosen
     finally:
         bogus.unlink()
 

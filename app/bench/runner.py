@@ -110,12 +110,6 @@ class RunProgress:
     def accuracy(self) -> float | None:
         return self.correct / self.done if self.done else None
 
-    @property
-    def eta_s(self) -> float | None:
-        if not self.answered_now:
-            return None
-        return self.elapsed_s / self.answered_now * (self.total - self.done)
-
 
 def config_key(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]

@@ -76,7 +76,8 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
             with gr.Row():
                 send_button = labeler.add(gr.Button(t("send", lang), variant="primary", elem_id="send"), "send",
                                           "value")
-                stop_button = labeler.add(gr.Button(t("stop", lang), variant="stop", elem_id="stop"), "stop", "value")
+                stop_button = labeler.add(gr.Button(t("stop", lang), variant="secondary", interactive=False,
+                                                    elem_id="stop"), "stop", "value")
                 regenerate_button = labeler.add(gr.Button(t("regenerate", lang), elem_id="regenerate"),
                                                 "regenerate", "value")
                 new_button = labeler.add(gr.Button(t("new_conversation", lang), elem_id="new-conversation"),
@@ -201,11 +202,21 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                    ui_lang]
     answering: dict[str, Any] = {"outputs": outputs, "concurrency_limit": "default"}  # as many as the engine's slots
     saved: dict[str, Any] = {"fn": history_list.refresh, "outputs": history_list.picker, "api_visibility": "private"}
-    send_button.click(send, inputs=send_inputs, api_name="chat", **answering).then(**saved)
-    message.submit(send, inputs=send_inputs, api_name=False, **answering).then(**saved)
-    drop_button.click(drop_and_send, inputs=send_inputs, api_name="drop_and_send", **answering).then(**saved)
-    regenerate_button.click(regenerate_last, inputs=[conversation, max_tokens, thinking, keep_history, ui_lang],
-                            api_name="regenerate", **answering).then(**saved)
+
+    def stop_while(running: bool) -> dict[str, Any]:
+        """An event that makes Stop usable (red) while an answer runs, and disabled (grey) when none does."""
+        return {"fn": lambda: gr.update(interactive=running, variant="stop" if running else "secondary"),
+                "outputs": stop_button, "queue": False, "show_progress": "hidden", "api_visibility": "private"}
+
+    for trigger, fn, inputs, name in (
+        (send_button.click, send, send_inputs, "chat"),
+        (message.submit, send, send_inputs, False),
+        (drop_button.click, drop_and_send, send_inputs, "drop_and_send"),
+        (regenerate_button.click, regenerate_last, [conversation, max_tokens, thinking, keep_history, ui_lang],
+         "regenerate"),
+    ):
+        trigger(**stop_while(True)).then(fn, inputs=inputs, api_name=name, **answering).then(**saved).then(
+            **stop_while(False))
     for start_over, name in ((new_button.click, "new_conversation"), (note_new.click, False), (chatbot.clear, False)):
         start_over(new_conversation, inputs=None, outputs=outputs, api_name=name, queue=False)
 

@@ -6,7 +6,8 @@ data, what to do (download the IgakuQA zip on a connected machine, carry it over
 opens the import: an upload (zip, JSONL, CSV) handed to :func:`app.bench.importing.add`. Only an
 administrator (the Model tab's rule) may import; anyone else is told to ask one or to use
 ``jmedllm bench data add`` at the console. Text from the data (labels, file names, error messages)
-is shown escaped, never as Markdown or HTML.
+is shown escaped, never as Markdown or HTML; an error keeps its lines (one problem a line). The Run
+button is enabled only while the chosen set can be read.
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ import gradio as gr
 
 from app.bench import importing, library
 from app.bench.data import YEARS, Dataset
+from app.bench.loaders.question_set import EMPTY_FILE, UNCLOSED_QUOTE
+from app.bench.sets import QUICK_SIZE, is_paper
 from app.bench.sources import DEFAULT_SET, load_dataset
 from app.errors import UserError
 from app.ui.cards import escape_markdown
-from app.ui.i18n import BENCH_DATA_FAILED, BENCH_DATA_READY, BENCH_NO_DATA, t
+from app.ui.i18n import (
+    BENCH_DATA_FAILED,
+    BENCH_DATA_READY,
+    BENCH_NO_DATA,
+    JA_EMPTY_FILE,
+    JA_UNCLOSED_QUOTE,
+    t,
+)
 from app.ui.labels import Labeler
 from app.ui.state import AppState
 
@@ -30,9 +40,9 @@ QUICK_CHOICE = ("Quick check (20) / クイック", "quick")
 IGAKUQA_SET_CHOICES = [QUICK_CHOICE, ("Paper's set (1,455) / 論文セット", "paper")] + [
     (f"Full year {year} / {year}年 全問", str(year)) for year in sorted(YEARS)
 ]
-OTHER_SET_CHOICES = [QUICK_CHOICE, ("All questions / 全問", "paper")]  # "paper": the set's paper choice count
 LANG_CHOICES = [("日本語", "ja"), ("English", "en")]
 LANGUAGE_NAMES = dict((value, label) for label, value in LANG_CHOICES)
+JA_GLOSSES = {EMPTY_FILE: JA_EMPTY_FILE, UNCLOSED_QUOTE: JA_UNCLOSED_QUOTE}  # shown under these problems in Japanese
 
 
 def data_choices() -> list[tuple[str, str]]:
@@ -41,9 +51,19 @@ def data_choices() -> list[tuple[str, str]]:
     return [(IGAKUQA_LABEL, DEFAULT_SET), *others]
 
 
-def set_choices(name: str) -> list[tuple[str, str]]:
-    """IgakuQA: quick, the paper's set, a full year; any other set: quick or all its questions."""
-    return IGAKUQA_SET_CHOICES if name == DEFAULT_SET else OTHER_SET_CHOICES
+def set_choices(name: str, dataset: Dataset | None) -> list[tuple[str, str]]:
+    """IgakuQA: quick, the paper's set, a full year; any other set: quick or all its questions, each with how
+    many it asks ("paper": the questions with the set's paper choice count)."""
+    if name == DEFAULT_SET:
+        return IGAKUQA_SET_CHOICES
+    asked = paper_size(dataset) if dataset is not None else 0
+    quick, every = (f" ({min(QUICK_SIZE, asked):,})", f" ({asked:,})") if asked else ("", "")
+    return [(f"Quick check{quick} / クイック", "quick"), (f"All questions{every} / 全問", "paper")]
+
+
+def paper_size(dataset: Dataset) -> int:
+    """The questions of ``dataset`` in its "paper" set, the pool a quick check samples."""
+    return sum(is_paper(q, dataset.paper_choices) for q in dataset.questions)
 
 
 class DatasetCache:
@@ -72,6 +92,20 @@ def plain(text: str) -> str:
     return escape_markdown(" ".join(text.split()))
 
 
+def lines_markdown(text: str, lang: str | None = None) -> str:
+    """An error message shown literally line by line (one problem a line, indents kept); in Japanese
+    (``lang`` "ja"), a line about a common problem gets its Japanese explanation under it."""
+    shown = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        indent = "\u00a0" * 2 * (len(line) - len(line.lstrip()))  # no-break spaces: Markdown keeps them
+        shown.append(indent + escape_markdown(line))
+        shown += [f"{indent}→ {escape_markdown(ja)}" for marker, ja in JA_GLOSSES.items()
+                  if lang == "ja" and marker in line]
+    return "  \n".join(shown)  # a hard line break after each
+
+
 def status_markdown(name: str, dataset: Dataset | None, error: str) -> str:
     """What the chosen set holds; without data, what to do (IgakuQA) or why it cannot be read (both languages)."""
     if dataset is not None:
@@ -79,8 +113,8 @@ def status_markdown(name: str, dataset: Dataset | None, error: str) -> str:
         return BENCH_DATA_READY.format(label=plain(dataset.label), n=f"{len(dataset.questions):,}",
                                        languages=languages, fingerprint=f"`{dataset.fingerprint[:12]}`")
     if name == DEFAULT_SET:
-        return BENCH_NO_DATA.format(error=plain(error))
-    return BENCH_DATA_FAILED.format(label=plain(name), error=plain(error))
+        return BENCH_NO_DATA.format(error=lines_markdown(error))
+    return BENCH_DATA_FAILED.format(label=plain(name), error=lines_markdown(error))
 
 
 class DataPanel:
@@ -112,23 +146,26 @@ class DataPanel:
             self.result = gr.Markdown(elem_id="bench-import-status")
 
     def view(self, name: str | None, set_name: str, languages: list[str] | None) -> tuple[Any, ...]:
-        """Set and language choices, the status line and the import box for the chosen set ``name``."""
+        """Set and language choices, the status line, the import box and the Run button for the chosen set
+        ``name`` (the button enabled only when the set can be read)."""
         name = name or DEFAULT_SET
         dataset, error = None, ""
         try:
             dataset = self.cache.get(name)
         except UserError as exc:
             error = str(exc)
-        sets = set_choices(name)
+        sets = set_choices(name, dataset)
         available = dataset.languages if dataset is not None and dataset.languages else ("ja", "en")
         kept = [code for code in (languages or []) if code in available] or [available[0]]
         return (gr.update(choices=sets, value=set_name if set_name in dict(sets).values() else "quick"),
                 gr.update(choices=[c for c in LANG_CHOICES if c[1] in available], value=kept),
-                status_markdown(name, dataset, error), gr.update(open=dataset is None))
+                status_markdown(name, dataset, error), gr.update(open=dataset is None),
+                gr.update(interactive=dataset is not None))
 
-    def connect(self, set_name: gr.Dropdown, languages: gr.CheckboxGroup, ui_lang: gr.State) -> None:
-        """Wire the chooser, the page load and the import to the tab's set and language inputs."""
-        settings = [set_name, languages, self.status, self.box]
+    def connect(self, set_name: gr.Dropdown, languages: gr.CheckboxGroup, run_button: gr.Button,
+                ui_lang: gr.State) -> None:
+        """Wire the chooser, the page load and the import to the tab's set and language inputs and its Run button."""
+        settings = [set_name, languages, self.status, self.box, run_button]
 
         def on_load(request: gr.Request) -> tuple[Any, ...]:
             admin = self.state.is_admin(request.username)
@@ -151,9 +188,10 @@ class DataPanel:
                 return (*unchanged, t("bench_import_choose", ui_lang))
             try:
                 added = importing.add(Path(upload), name=(name or "").strip() or None, replace=bool(replace),
-                                      on_progress=lambda done, total: progress((done, total), unit="bytes"))
+                                      on_progress=lambda done, total: progress((done, total), unit="bytes"),
+                                      shown_as=Path(upload).name)  # the name it had on the user's machine
             except (UserError, OSError) as exc:
-                return (*unchanged, t("bench_import_failed", ui_lang).format(error=plain(str(exc))))
+                return (*unchanged, t("bench_import_failed", ui_lang).format(error=lines_markdown(str(exc), ui_lang)))
             self.cache.clear()
             chosen = added[0].name if added else data or DEFAULT_SET
             sets = ", ".join(t("bench_imported_set", ui_lang).format(label=plain(e.label), name=plain(e.name),

@@ -3,7 +3,8 @@
 IgakuQA or an imported question set (the chooser, and the import when there is no data:
 :mod:`app.ui.bench_data_panel`); IgakuQA's quick check, paper's set or a full year, another set's
 quick check or all of it; Japanese and/or English; generate or log-likelihood mode. Live progress
-(running accuracy, time left), Stop (the run stays resumable: pressing the button again with the
+(running accuracy, time left, also on other pages of the server: :mod:`app.ui.bench_live`), Stop
+(enabled while this page's run runs; the run stays resumable: pressing the button again with the
 same settings continues it), the results, plots against the baselines (IgakuQA), the history of
 runs, pass/fail per year with its parts, CSV export, and the paper-style table of chosen runs
 (:mod:`app.ui.bench_table_view`).
@@ -14,6 +15,7 @@ The button's API name is ``self_benchmark`` with inputs (set_name, languages, mo
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,12 @@ from app.bench.metrics import METRICS, PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES
 from app.bench.report import primary_accuracy, summarize
 from app.bench.runner import RunConfig, run_benchmark
-from app.bench.sets import SetError, SetSpec
+from app.bench.sets import QUICK_SIZE, SetError, SetSpec
 from app.bench.sources import DEFAULT_SET
 from app.db import open_db
 from app.errors import UserError
-from app.ui.bench_data_panel import IGAKUQA_SET_CHOICES, LANG_CHOICES, DataPanel, DatasetCache
+from app.ui.bench_data_panel import IGAKUQA_SET_CHOICES, LANG_CHOICES, DataPanel, DatasetCache, paper_size
+from app.ui.bench_live import WATCH_S, LiveRun, done_text
 from app.ui.bench_table_view import TableView
 from app.ui.cancels import CancelRegistry
 from app.ui.i18n import t
@@ -44,9 +47,11 @@ MODE_CHOICES = [(f"{m.label_en} / {m.label_ja}", m.name) for m in MODES.values()
 PRIMARY_COLUMN = f"{PRIMARY} %"
 
 
-def spec_for(set_name: str) -> SetSpec:
+def spec_for(set_name: str, dataset: Dataset) -> SetSpec:
+    """The set chosen in the tab; a quick check of a set with fewer questions than QUICK_SIZE is labelled with
+    the number it asks ("quick5"), not "quick20"."""
     if set_name == "quick":
-        return SetSpec("quick")
+        return SetSpec("quick", quick_size=max(1, min(QUICK_SIZE, paper_size(dataset))))
     if set_name == "paper":
         return SetSpec("paper")
     if set_name.isdigit() and int(set_name) in YEARS:
@@ -61,10 +66,6 @@ def _languages(languages: list[str] | str | None) -> tuple[str, ...]:
         languages = ["ja", "en"] if languages == "both" else [languages]
     chosen = tuple(x for x in ("ja", "en") if x in (languages or []))
     return chosen or ("ja",)
-
-
-def _percent(fraction: float | None) -> str:
-    return f"{fraction * 100:.1f}%" if fraction is not None else "-"
 
 
 def results_frame(summary: dict[str, Any], ui_lang: str = "en") -> pd.DataFrame:
@@ -164,10 +165,17 @@ def export_name(run: dict) -> str:
     return f"{benchmark if NAME_PATTERN.match(benchmark) else 'benchmark'}-run-{int(run['id'])}.csv"
 
 
-def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str = "en") -> None:
-    """Create the Benchmark tab's components inside the current ``gr.Tab``."""
+def controls(running: bool) -> tuple[Any, Any]:
+    """The Run and Stop buttons: Run enabled and Stop disabled (grey) while idle, the other way round while running."""
+    return (gr.update(interactive=not running),
+            gr.update(interactive=running, variant="stop" if running else "secondary"))
+
+
+def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: str, page: gr.Blocks) -> None:
+    """Create the Benchmark tab's components inside the current ``gr.Tab`` of ``page``."""
     cancels = CancelRegistry()
     datasets = DatasetCache()  # by set name; an import clears it, a set imported again is read again
+    live = LiveRun()  # this server's run in progress, shown read-only on its other pages
 
     def text(key: str) -> str:
         return t(f"bench_{key}", lang)
@@ -186,11 +194,13 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         mode = follow(gr.Radio(MODE_CHOICES, value=DEFAULT_MODE, label=text("mode"), elem_id="bench-mode"), "mode")
         limit = follow(gr.Number(value=0, precision=0, minimum=0, label=text("limit"), elem_id="bench-limit"),
                        "limit")
-    panel.connect(set_name, languages, ui_lang)
     with gr.Row():
         run_button = follow(gr.Button(text("run"), variant="primary", elem_id="bench-run"), "run", "value")
-        stop_button = follow(gr.Button(text("stop"), variant="stop", elem_id="bench-stop"), "stop", "value")
+        stop_button = follow(gr.Button(text("stop"), variant="secondary", interactive=False, elem_id="bench-stop"),
+                             "stop", "value")
+    panel.connect(set_name, languages, run_button, ui_lang)
     status = gr.Markdown(elem_id="bench-status")
+    watch_timer = gr.Timer(WATCH_S, active=False)  # on a page that did not start the run in progress
     results = follow(gr.Dataframe(results_frame({}), label=text("results"), interactive=False,
                                   elem_id="bench-results"), "results")
     pass_fail = follow(gr.Dataframe(pass_fail_frame({}), label=text("pass_fail"), interactive=False,
@@ -240,33 +250,50 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
 
     def run(set_name: str, languages: list[str] | str, mode: str, limit: float | None, ui_lang: str,
             data: str | None, request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple:  # noqa: B008
+        name = data or DEFAULT_SET
+        try:
+            dataset = datasets.get(name)
+        except UserError as exc:
+            raise gr.Error(t("bench_no_data_run", ui_lang).format(error=exc)) from exc
         cancel = cancels.fresh(request)
         last = None
         try:
-            name = data or DEFAULT_SET
-            dataset = datasets.get(name)
-            config = RunConfig(spec_for(set_name), _languages(languages), mode, limit=int(limit) if limit else None,
-                               data=name)
-            for event in run_benchmark(state.engine, state.options.database, config, cancel, dataset):
-                last = event
-                eta = f"{event.eta_s:.0f} s" if event.eta_s is not None else "-"
-                progress((event.done, event.total), unit="answers",
-                         desc=t("bench_progress", ui_lang).format(acc=_percent(event.accuracy), eta=eta))
+            config = RunConfig(spec_for(set_name, dataset), _languages(languages), mode,
+                               limit=int(limit) if limit else None, data=name)
+            events = run_benchmark(state.engine, state.options.database, config, cancel, dataset)
+            with contextlib.closing(live.follow(events, cancel)) as followed:
+                for last in followed:  # after each answer, and every second between them
+                    progress((last.done, last.total), unit=t("bench_unit", ui_lang),
+                             desc=live.progress_text(ui_lang))
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise gr.Error(t("bench_failed", ui_lang).format(error=exc)) from exc
         if last is None:  # run_benchmark always yields at least its first and last events
-            raise gr.Error("The benchmark produced no progress.")
-        resumed = t("bench_resumed", ui_lang).format(n=last.resumed) if last.resumed else ""
-        message = t("bench_done", ui_lang).format(run=last.run_id, status=last.status, done=last.done,
-                                                  total=last.total, resumed=resumed, acc=_percent(last.accuracy))
-        if last.status != "complete":
-            message += t("bench_resume_hint", ui_lang)
-        return render(last.run_id, dataset, message, ui_lang)
+            raise gr.Error(t("bench_failed", ui_lang).format(error="no progress"))
+        return render(last.run_id, dataset, done_text(last, ui_lang), ui_lang)
 
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id,
                table_view.runs]
-    run_button.click(run, inputs=[set_name, languages, mode, limit, ui_lang, panel.data], outputs=outputs,
-                     api_name="self_benchmark", concurrency_limit=1, show_progress_on=status)
+    hidden: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+    run_button.click(lambda: (*controls(True), gr.Timer(active=False)),
+                     outputs=[run_button, stop_button, watch_timer], **hidden).then(
+        run, inputs=[set_name, languages, mode, limit, ui_lang, panel.data], outputs=outputs,
+        api_name="self_benchmark", concurrency_limit=1, show_progress_on=status).then(
+        lambda: controls(False), outputs=[run_button, stop_button], **hidden)
+
+    def watch_on_load(ui_lang: str) -> tuple[Any, Any]:
+        """A page opened while a run runs here shows its progress, and follows it."""
+        return live.watch_text(ui_lang) or gr.skip(), gr.Timer(active=live.running)
+
+    def watch(ui_lang: str) -> tuple[Any, Any, Any]:
+        """The run's progress on a page that did not start it; once it has ended, how it ended and the runs."""
+        if live.running:
+            return live.watch_text(ui_lang) or gr.skip(), gr.skip(), gr.skip()
+        ended = live.event
+        return (done_text(ended, ui_lang) if ended else gr.skip(), gr.Timer(active=False),
+                runs_frame(state.options.database))
+
+    page.load(watch_on_load, inputs=ui_lang, outputs=[status, watch_timer], **hidden)
+    watch_timer.tick(watch, inputs=ui_lang, outputs=[status, watch_timer, runs_table], **hidden)
 
     def stop(request: gr.Request) -> None:
         cancels.cancel(request)

@@ -49,7 +49,7 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
                 current_model, load_event = build_model_tab(state, labeler, lang, demo)
             bench_tab = labeler.add(gr.Tab(t("tab_benchmark", lang), id="benchmark"), "tab_benchmark")
             with bench_tab:
-                build_benchmark_tab(state, labeler, ui_lang, lang)
+                build_benchmark_tab(state, labeler, ui_lang, lang, demo)
 
         def switch(choice: str) -> list:
             new_lang = UI_LANGUAGES[choice]

@@ -15,6 +15,7 @@ from app.ui.i18n import t
 from app.ui.safe_markdown import safe_markdown
 
 REASONING_TITLE = "思考過程 / reasoning"
+ENDINGS = {"cancelled": "stopped", "length": "cut_off"}  # finish reason -> the note under an answer it cut short
 
 Message = dict[str, Any]
 
@@ -34,13 +35,13 @@ def reasoning_message(thinking: str, done: bool) -> Message:
 
 def answer_message(answer: str, lang: str, chosen: str | None = None, stamp: Stamp | None = None) -> Message:
     """The answer; for a finished turn, the option it picked (``chosen`` "" for none), whether it was
-    stopped, and the model stamp under it."""
+    stopped or cut off at the token limit, and the model stamp under it."""
     parts = [safe_markdown(answer)]
     if chosen is not None:
         parts.append(f"**{t('chosen', lang)}:** {escape_markdown(chosen or t('abstained', lang))}")
     if stamp is not None:
-        if stamp.finish_reason == "cancelled":
-            parts.append(f"*{t('stopped', lang)}*")
+        if stamp.finish_reason in ENDINGS:
+            parts.append(f"*{t(ENDINGS[stamp.finish_reason], lang)}*")
         parts.append(f"🏷️ *{escape_markdown(stamp.text())}*")
     return {"role": "assistant", "content": "\n\n".join(part for part in parts if part)}
 

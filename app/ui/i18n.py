@@ -32,6 +32,7 @@ LOAD_SERVED_ENGINE = (
     "🔒 This server's model is served by the {engine} engine. To change it, restart "
     "`jmedllm serve --engine {engine} --model NAME` at the server's console."
 )
+MODEL_CHOOSE = "⚠️ 先に読み込むモデルを選んでください。 / Choose a model to load first."
 MODEL_STARTED_WITH = "サーバー起動時のモデル / loaded when the server started · {at}"
 MODEL_LOADED_BY = "読み込み / loaded by: **{who}** ({address}) · {at}"
 LOCAL_USER = "ローカル利用者 / local user"
@@ -59,7 +60,11 @@ BENCH_NO_DATA = (
     "`jmedllm bench data add IgakuQA-main.zip`. The run button works right after, without a restart.\n\n"
     "詳細 / Details: {error}"
 )
-BENCH_DATA_FAILED = "⚠️ **{label}** を読み込めません / cannot be read: {error}"
+BENCH_DATA_FAILED = "⚠️ **{label}** を読み込めません / cannot be read:  \n{error}"
+# Japanese for the import problems met most often, shown under the (English) problem in the Japanese UI.
+JA_EMPTY_FILE = "ファイルが空です（0 バイト、空行だけ、または見出し行だけ）。問題を書いたファイルを選んでください。"
+JA_UNCLOSED_QUOTE = ("この行で開いた引用符（\"）が閉じられていないため、後の行がすべて1つのセルに"
+                     "読み込まれてしまいます。引用符を閉じてください（セルの中の引用符は \"\" と書きます）。")
 
 TEXT: dict[str, dict[str, str]] = {
     "title": {"ja": "## JMedLLM Desk — ローカル医療LLM", "en": "## JMedLLM Desk — local medical LLM"},
@@ -95,6 +100,8 @@ TEXT: dict[str, dict[str, str]] = {
     },
     "abstained": {"ja": "どの選択肢にも一致しません（棄権）", "en": "Matches none of the options (abstained)"},
     "stopped": {"ja": "（停止しました）", "en": "(stopped)"},
+    "cut_off": {"ja": "（長さの上限で打ち切り：最大トークン数を増やしてください）",
+                "en": "(cut off at the token limit: raise Max new tokens)"},
     "bench_intro": {
         "en": "### Self-benchmark\nIgakuQA (the Japanese national medical licensing exam, 2018-2022) or an imported "
               "question set (MedQA, MedMCQA, MMLU / JMMLU, newer exams, a hospital's own questions), scored like the "
@@ -120,9 +127,26 @@ TEXT: dict[str, dict[str, str]] = {
     "bench_run_id": {"en": "Run to export", "ja": "エクスポートする実行"},
     "bench_export": {"en": "Export CSV", "ja": "CSV をエクスポート"},
     "bench_refresh": {"en": "Refresh", "ja": "更新"},
-    "bench_progress": {"en": "accuracy {acc} · {eta} left", "ja": "正答率 {acc} · 残り {eta}"},
+    "bench_progress": {"en": "accuracy {acc} · {timing}", "ja": "正答率 {acc} · {timing}"},
+    "bench_unit": {"en": "answers", "ja": "件回答"},
+    "bench_timing_first": {"en": "{elapsed} elapsed · waiting for the first answer",
+                           "ja": "経過 {elapsed} · 最初の回答を待っています"},
+    "bench_timing_rate": {"en": "{elapsed} elapsed · {rate} answers/min", "ja": "経過 {elapsed} · 毎分 {rate} 問"},
+    "bench_timing_left": {"en": "{elapsed} elapsed · about {left} left", "ja": "経過 {elapsed} · 残り約 {left}"},
+    "bench_live": {"en": "⏳ **Run {run}: {status}**, started on another page of this server (it can be stopped only "
+                         "there) · {done}/{total} answers · accuracy {acc} · {timing}",
+                   "ja": "⏳ **実行 {run}: {status}**（このサーバーの別のページで開始。中止はそのページからだけ） · "
+                         "{done}/{total} 件回答 · 正答率 {acc} · {timing}"},
     "bench_done": {"en": "**Run {run}: {status}** · {done}/{total} answers{resumed} · Gestalt (paper) accuracy {acc}",
                    "ja": "**実行 {run}: {status}** · {done}/{total} 件回答{resumed} · Gestalt（論文方式）正答率 {acc}"},
+    "bench_status_running": {"en": "running", "ja": "実行中"},
+    "bench_status_complete": {"en": "complete", "ja": "完了"},
+    "bench_status_interrupted": {"en": "interrupted", "ja": "中断"},
+    "bench_status_failed": {"en": "failed", "ja": "失敗"},
+    "bench_no_data_run": {"en": "⚠️ This question set has no data here yet; import it as described above. ({error})",
+                          "ja": "⚠️ この問題セットのデータがまだありません。上の手順で取り込んでください。（{error}）"},
+    "bench_failed": {"en": "⚠️ The benchmark could not run: {error}",
+                     "ja": "⚠️ ベンチマークを実行できませんでした：{error}"},
     "bench_resumed": {"en": " (resumed with {n} already answered)", "ja": "（回答済みの {n} 件から再開）"},
     "bench_resume_hint": {"en": " · press the button again with the same settings to resume",
                           "ja": " · 同じ設定でもう一度押すと再開します"},
@@ -146,8 +170,8 @@ TEXT: dict[str, dict[str, str]] = {
     "bench_imported": {"en": "✅ Imported: {sets}. Choose it above and run.",
                        "ja": "✅ 取り込みました：{sets}。上で選んで実行できます。"},
     "bench_imported_set": {"en": "{label} ({name}, {n} questions)", "ja": "{label}（{name}、{n} 問）"},
-    "bench_import_failed": {"en": "⚠️ Not imported (nothing was written): {error}",
-                            "ja": "⚠️ 取り込めませんでした（何も書き込んでいません）：{error}"},
+    "bench_import_failed": {"en": "⚠️ Not imported (nothing was written):  \n{error}",
+                            "ja": "⚠️ 取り込めませんでした（何も書き込んでいません）：  \n{error}"},
     "bench_import_admin_only": {
         "en": "🔒 Only an administrator may import question sets here. Ask one, or run "
               "`jmedllm bench data add PATH` at the server's console.",

@@ -23,6 +23,7 @@ from app.ui.i18n import (
     LOAD_ADMIN_ONLY,
     LOAD_SERVED_ENGINE,
     LOCAL_USER,
+    MODEL_CHOOSE,
     MODEL_LOADED_BY,
     MODEL_LOADS_HEADERS,
     MODEL_STARTED_WITH,
@@ -133,6 +134,8 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
     def load(name: str | None, raw_layers: str, context: float, request: gr.Request,
              progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:  # noqa: B008
         requested = (name or "").strip()
+        if not requested and state.may_load_models(request.username):  # nothing chosen: not an attempt to log
+            raise gr.Error(MODEL_CHOOSE)
         address = _client_address(request)
 
         def log(outcome: str, file_name: str, message: str = "", engine: LocalEngine | None = None) -> None:

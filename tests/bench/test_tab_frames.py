@@ -9,6 +9,7 @@ import pytest
 
 from app.bench import importing
 from app.bench.data import DATA_ENV, DataError, Dataset
+from app.bench.loaders.question_set import UNCLOSED_QUOTE
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.report import summarize
 from app.bench.runner import RunConfig, run_benchmark
@@ -20,9 +21,9 @@ from app.security import Users
 from app.ui.bench_data_panel import (
     IGAKUQA_LABEL,
     IGAKUQA_SET_CHOICES,
-    OTHER_SET_CHOICES,
     DatasetCache,
     data_choices,
+    lines_markdown,
     set_choices,
     status_markdown,
 )
@@ -36,6 +37,7 @@ from app.ui.benchmark_tab import (
     pass_fail_frame,
     results_frame,
     runs_frame,
+    spec_for,
 )
 from app.ui.state import AppState, ServeOptions
 from tests.bench.conftest import write_block
@@ -119,10 +121,14 @@ def test_the_chooser_lists_imported_sets_and_the_cache_sees_each_import(no_igaku
     assert len(igakuqa.questions) == 12 and cache.get(DEFAULT_SET) is igakuqa  # read once
     assert data_choices() == [(IGAKUQA_LABEL, DEFAULT_SET)]  # an imported IgakuQA is IgakuQA, not a second entry
     [bank] = importing.add(write_block(no_igakuqa / "bank", n=1), name="bank")
-    assert data_choices()[1] == (f"{bank.label} (bank)", "bank") and set_choices("bank") == OTHER_SET_CHOICES
-    assert set_choices(DEFAULT_SET) == IGAKUQA_SET_CHOICES
+    assert data_choices()[1] == (f"{bank.label} (bank)", "bank")
+    assert set_choices(DEFAULT_SET, igakuqa) == IGAKUQA_SET_CHOICES
     first = cache.get("bank")
     assert len(first.questions) == 6
+    assert set_choices("bank", first) == [("Quick check (6) / クイック", "quick"),
+                                          ("All questions (6) / 全問", "paper")]
+    assert set_choices("bank", None) == [("Quick check / クイック", "quick"), ("All questions / 全問", "paper")]
+    assert spec_for("quick", first).label() == "quick6" and spec_for("quick", igakuqa).label() == "quick12"
     ready = status_markdown("bank", first, "")
     assert "6 問 / questions" in ready and "日本語, English" in ready and first.fingerprint[:12] in ready
     importing.add(write_block(no_igakuqa / "bank2", n=2), name="bank", replace=True)
@@ -137,6 +143,18 @@ def test_data_labels_and_errors_are_shown_as_plain_text(finished: tuple[Path, Da
     assert "<img" not in ready and "&lt;img" in ready and "\\*\\*bold\\*\\*" in ready and "\\[link\\]" in ready
     failed = status_markdown("bank", None, "line 1\n<script>")
     assert "<script>" not in failed and "読み込めません / cannot be read" in failed
+
+
+def test_an_error_of_several_problems_keeps_one_problem_a_line() -> None:
+    error = (f"bank.csv: 2 problems; fix them all and import again:\n  bank.csv row 3: {UNCLOSED_QUOTE}\n"
+             "  bank.csv row 4 (m3): answer 'z' is <not> a choice letter")
+    lines = lines_markdown(error).replace("\\", "").split("  \n")  # Markdown's hard line break, escapes dropped
+    assert len(lines) == 3 and lines[0].startswith("bank.csv: 2 problems")
+    assert lines[1].startswith("\u00a0" * 4 + "bank.csv row 3: a quote") and "&lt;not&gt;" in lines[2]
+    japanese = lines_markdown(error, "ja").split("  \n")
+    assert len(japanese) == 4 and japanese[2].startswith("\u00a0" * 4 + "→ この行で開いた引用符")
+    assert lines_markdown("empty.csv: the file is empty; no question set to import", "ja").endswith(
+        "→ ファイルが空です（0 バイト、空行だけ、または見出し行だけ）。問題を書いたファイルを選んでください。")
 
 
 def test_only_an_administrator_may_import() -> None:
