@@ -241,6 +241,9 @@ def _unpack_sets(archive: Path, dest: Path, on_progress: Progress | None, shown_
     root.mkdir(parents=True)
     _unpack(archive, root, on_progress)
     found = discover(root)
+    inner = list(root.iterdir())
+    if not found and len(inner) == 1 and inner[0].is_dir():  # one top folder, as GitHub's zips have
+        found = discover(inner[0])
     if not found:
         raise _no_set(archive.name, not any(root.iterdir()), archive=True)
     staged = []

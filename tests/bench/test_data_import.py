@@ -96,6 +96,12 @@ def test_github_zip_is_imported_and_becomes_the_default_igakuqa(tmp_path: Path) 
     assert not [p for p in library.library_dir().iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_a_question_bank_in_a_zips_one_top_folder_is_found(tmp_path: Path) -> None:
+    bank = "id,question,choice_a,choice_b,answer\nq1,胸痛の初期検査は？,心電図,腹部CT,a\n".encode()
+    [entry] = add(zip_of(tmp_path / "bank.zip", {"bank/residents.csv": bank}))
+    assert (entry.name, entry.layout, entry.questions) == ("residents", "question-set", 1)
+
+
 def test_folder_and_data_folder_imports(tmp_path: Path) -> None:
     source = clone(tmp_path / "IgakuQA")
     [entry] = add(source, name="mine")
