@@ -40,6 +40,14 @@ def test_generation_stats_are_measured(demo_engine: LocalEngine) -> None:
     assert stats.tokens_per_second > 0
 
 
+def test_completion_tokens_count_each_token_once(demo_engine: LocalEngine) -> None:
+    """llama-cpp-python checks its stopping criteria once more when it ends: not a token of the answer."""
+    generation = demo_engine.stream("Write one short English sentence about the heart.",
+                                    Sampling.greedy(max_tokens=60, stop=("\n",)))
+    pieces = list(generation)
+    assert generation.stats.finish_reason == "stop" and generation.stats.completion_tokens == len(pieces)
+
+
 def test_cancel_stops_generation_early(demo_engine: LocalEngine) -> None:
     cancel = threading.Event()
     generation = demo_engine.stream(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict, Unpack, cast
@@ -179,9 +179,14 @@ class LocalEngine(Engine):
             stats.finish_reason = "cancelled"
             return
 
-        def count_and_check(_input_ids: object, _logits: object) -> bool:
-            nonlocal sampled
-            sampled += 1
+        seen = 0  # the length of the token sequence at the last check
+
+        def count_and_check(input_ids: Sized, _logits: object) -> bool:
+            """Called for each sampled token, and once more with the same tokens when generation ends."""
+            nonlocal sampled, seen
+            if len(input_ids) != seen:
+                seen = len(input_ids)
+                sampled += 1
             if stats.first_token_seconds is None:
                 stats.first_token_seconds = time.perf_counter() - start
             return bool(cancel is not None and cancel.is_set())
