@@ -6,6 +6,7 @@ Also runs as ``accelerate launch ... -m model_tools.train.cli lora ...`` (FSDP /
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from collections.abc import Callable
@@ -58,13 +59,21 @@ def _targets(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
     return names
 
 
+def _positive(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
+    """A number above 0 and finite (click's ranges let NaN and infinity through)."""
+    if not math.isfinite(value) or value <= 0:
+        raise click.BadParameter(f"{value} is not a positive, finite number")
+    return value
+
+
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options both commands share (SWIFT's defaults)."""
     options = [
         click.option("--base", "base", type=_DIR, required=True, help="Base Hugging Face checkpoint (Qwen2)."),
         click.option("--out", "out", type=_DIR, required=True, help="Output folder (checkpoints go under it)."),
-        click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Peak learning rate."),
-        click.option("--epochs", type=float, default=_DEFAULTS.epochs, show_default=True),
+        click.option("--lr", type=float, callback=_positive, default=_DEFAULTS.lr, show_default=True,
+                     help="Peak learning rate."),
+        click.option("--epochs", type=float, callback=_positive, default=_DEFAULTS.epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=_DEFAULTS.batch_size, show_default=True,
                      help="Examples per device and step. On a GPU, 16 with --grad-accum 1 (the same 16 per optimizer "
                           "step) is ~3x faster."),
@@ -74,7 +83,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Tokens per sequence (longer examples are truncated; the corpus is packed to it)."),
         click.option("--warmup", "warmup_ratio", type=click.FloatRange(0, 1, max_open=True),
                      default=_DEFAULTS.warmup_ratio, show_default=True, help="Warm-up, fraction of the steps."),
-        click.option("--grad-clip", "max_grad_norm", type=click.FloatRange(0, min_open=True),
+        click.option("--grad-clip", "max_grad_norm", type=float, callback=_positive,
                      default=_DEFAULTS.max_grad_norm, show_default=True),
         click.option("--eval-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      default=_DEFAULTS.eval_fraction, show_default=True,

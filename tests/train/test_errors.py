@@ -102,3 +102,13 @@ def test_qlora_needs_cuda(tmp_path: Path, small_base: Path, question_file: Path)
     with pytest.raises(TrainError, match="--qlora needs a CUDA GPU"):
         trainer.run(_job(small_base, question_file, tmp_path / "out", qlora=True), leakage_sets=[])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--lr", "-1"), ("--lr", "nan"), ("--epochs", "0"),
+                                               ("--epochs", "inf"), ("--grad-clip", "nan")])
+def test_numbers_that_cannot_train_are_refused_before_anything_is_written(
+        option: str, value: str, tmp_path: Path, small_base: Path, question_file: Path) -> None:
+    result = _cli("lora", "--base", str(small_base), "--data", str(question_file), "--out", str(tmp_path / "out"),
+                  option, value)
+    assert result.returncode == 2 and "is not a positive, finite number" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
