@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import platform
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from model_tools.lora_merge import save_merged
 from model_tools.quantize import BITS_PER_WEIGHT, quantize
 from model_tools.verify import run_verification
 
+MANIFEST, MODEL_CARD, VERIFICATION = "manifest.json", "MODEL_CARD.md", "verification.json"
 LIBRARIES = ("jmedllm", "llama-cpp-python", "gguf", "torch", "transformers", "peft", "safetensors", "numpy")
 _DISK_MARGIN = 1.05
 _HASHED_INPUTS = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -115,7 +121,9 @@ def model_card(name: str, base: BaseCheckpoint, adapter: LoraAdapter | None, man
 def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: list[str], out_type: str = "f16",
           name: str = "JMedLLM", merged_dir: Path | None = None, verify: bool = True,
           threads: int | None = None, progress: bool = True) -> BuildResult:
-    """Run the whole pipeline into ``out_dir``; every file is written atomically."""
+    """Run the whole pipeline into a staging folder inside ``out_dir``, then publish it (:func:`publish`):
+    an interrupted or failed build leaves nothing in ``out_dir``, a build that fails verification leaves
+    only its reports there."""
     started = time.time()
     base = open_base(base_dir)
     adapter = open_adapter(adapter_dir, base) if adapter_dir else None
@@ -127,31 +135,60 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: 
     stem = name.replace(" ", "-")
     if merged_dir is not None:
         save_merged(base, adapter, Path(merged_dir), progress=progress)
-    gguf_path = export_gguf(base, adapter, out_dir / f"{stem}-{out_type}.gguf", out_type, name, progress)
-    quantized = {q: quantize(gguf_path, out_dir / f"{stem}-{q.lower()}.gguf", q, threads, progress)
-                 for q in quant_types}
-    report = None
-    if verify:
-        report = run_verification(base.path, adapter.path if adapter else None, gguf_path, base.n_params(), quantized)
-        write_json_atomic(out_dir / "verification.json", report)
-    outputs = [gguf_path, *quantized.values()]
-    manifest = {
-        "name": name,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "duration_s": round(time.time() - started, 1),
-        "inputs": {"base": _hash_inputs(base.path, base.weight_files),
-                   "adapter": _hash_inputs(adapter.path, []) if adapter else None,
-                   "lora": {"targets": len(adapter.targets), "r": adapter.config.get("r"),
-                            "lora_alpha": adapter.config.get("lora_alpha"),
-                            "use_rslora": bool(adapter.config.get("use_rslora"))} if adapter else None},
-        "settings": {"out_type": out_type, "quant_types": quant_types,
-                     "merged_dir": str(merged_dir) if merged_dir else None},
-        "tools": library_versions(),
-        "outputs": [_describe_output(p) for p in outputs],
-        "verification": report,
-    }
-    manifest_path = out_dir / "manifest.json"
-    write_json_atomic(manifest_path, manifest)
-    with atomic_writer(out_dir / "MODEL_CARD.md") as handle:
-        handle.write(model_card(name, base, adapter, manifest).encode("utf-8"))
-    return BuildResult(outputs, report, manifest_path)
+    with staging_dir(out_dir) as stage:
+        gguf_path = export_gguf(base, adapter, stage / f"{stem}-{out_type}.gguf", out_type, name, progress)
+        quantized = {q: quantize(gguf_path, stage / f"{stem}-{q.lower()}.gguf", q, threads, progress)
+                     for q in quant_types}
+        report = None
+        if verify:
+            report = run_verification(base.path, adapter.path if adapter else None, gguf_path, base.n_params(),
+                                      quantized)
+            write_json_atomic(stage / "verification.json", report)
+        outputs = [gguf_path, *quantized.values()]
+        manifest = {
+            "name": name,
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "duration_s": round(time.time() - started, 1),
+            "inputs": {"base": _hash_inputs(base.path, base.weight_files),
+                       "adapter": _hash_inputs(adapter.path, []) if adapter else None,
+                       "lora": {"targets": len(adapter.targets), "r": adapter.config.get("r"),
+                                "lora_alpha": adapter.config.get("lora_alpha"),
+                                "use_rslora": bool(adapter.config.get("use_rslora"))} if adapter else None},
+            "settings": {"out_type": out_type, "quant_types": quant_types,
+                         "merged_dir": str(merged_dir) if merged_dir else None},
+            "tools": library_versions(),
+            "outputs": [_describe_output(p) for p in outputs],
+            "verification": report,
+        }
+        write_json_atomic(stage / MANIFEST, manifest)
+        with atomic_writer(stage / MODEL_CARD) as handle:
+            handle.write(model_card(name, base, adapter, manifest).encode("utf-8"))
+        result = BuildResult(outputs, report, stage / MANIFEST)
+        return publish(stage, out_dir, result)
+
+
+@contextlib.contextmanager
+def staging_dir(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder inside ``out_dir`` for a build's files, removed when the block ends (whatever happens)."""
+    stage = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def publish(stage: Path, out_dir: Path, result: BuildResult) -> BuildResult:
+    """Move a finished build from ``stage`` into ``out_dir`` (renames on one file system), reports first.
+
+    The reports of an earlier build that this one does not write are removed, so the folder never holds
+    a verification of other files. A build that failed verification publishes its reports only: its
+    GGUFs are not kept under names that could be imported by mistake.
+    """
+    for report in (VERIFICATION, MANIFEST, MODEL_CARD):
+        if not (stage / report).exists():
+            (out_dir / report).unlink(missing_ok=True)
+    kept = result.outputs if result.passed else []
+    for path in [stage / VERIFICATION, stage / MANIFEST, stage / MODEL_CARD, *kept]:
+        if path.exists():
+            os.replace(path, out_dir / path.name)
+    return BuildResult([out_dir / p.name for p in kept], result.report, out_dir / MANIFEST)

@@ -80,7 +80,8 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant: list[s
         click.echo(f"wrote {path}")
     click.echo(f"manifest: {result.manifest}")
     if not result.passed:
-        raise click.ClickException("verification failed (see verification.json)")
+        raise click.ClickException(f"verification failed (see {result.manifest.parent / 'verification.json'}); "
+                                   "its GGUF files were not kept. Build with --no-verify to keep them unverified.")
 
 
 @convert.command()

@@ -48,7 +48,7 @@ def test_interrupted_build_leaves_no_partial_file(tmp_path: Path, real_dir: Path
                              "--out", str(out), "--quant", "Q4_K_M"], cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not list(out.glob(".*.partial")):  # the F16 export has started writing
+    while not list(out.glob(".build-*/.*.partial")):  # the F16 export has started writing (in the staging folder)
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode() if proc.stderr else ""
         time.sleep(0.2)
     time.sleep(1.0)
