@@ -131,11 +131,11 @@ class Audit:
 class Api:
     """The handlers, sharing the app state, the admission gate and the failed-key throttle."""
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, failure_delay: FailureDelay) -> None:
         self.state = state
         self.admission = Admission(lambda: state.engine.slots)
         self.throttle = Throttle()
-        self.failure_delay = FailureDelay()
+        self.failure_delay = failure_delay
 
     async def authorize(self, request: Request, address: str) -> str | None:
         """The key id of the request's bearer key (None where the API is open); 401 otherwise."""
@@ -304,9 +304,10 @@ def _refused(audit: Audit, exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def api_router(state: AppState) -> APIRouter:
-    """The ``/v1`` routes, answering with ``state.engine``; include it before the UI's mount at ``/``."""
-    api = Api(state)
+def api_router(state: AppState, failure_delay: FailureDelay) -> APIRouter:
+    """The ``/v1`` routes, answering with ``state.engine``; include it before the UI's mount at ``/``.
+    ``failure_delay``: the server's one line for wrong guesses, shared with the login."""
+    api = Api(state, failure_delay)
     router = APIRouter(prefix="/v1")
     router.add_api_route("/models", api.models, methods=["GET"])
     router.add_api_route("/chat/completions", api.chat, methods=["POST"])

@@ -180,10 +180,8 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
 
-def authenticate_with(guard: LoginGuard) -> Callable[[str, str], Awaitable[bool]]:
-    """Gradio's login check: throttled by user and by the client address, a fixed delay after a failure."""
-
-    failure_delay = FailureDelay()
+def authenticate_with(guard: LoginGuard, failure_delay: FailureDelay) -> Callable[[str, str], Awaitable[bool]]:
+    """Gradio's login check: throttled by user and by the client address, ``failure_delay`` after a failure."""
 
     async def authenticate(username: str, password: str) -> bool:
         accepted = await asyncio.to_thread(guard.check, username, password, CLIENT_ADDRESS.get())
@@ -281,10 +279,11 @@ def build_server(state: AppState, lang: str, guard: LoginGuard | None) -> tuple[
     root = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     # The UI is same-origin: no cross-origin access at all (this also turns off Gradio's origin echo).
     root.add_middleware(CORSMiddleware, allow_origins=[])
-    root.include_router(api_router(state))  # before the mount at "/", which would otherwise take /v1 too
+    failure_delay = FailureDelay()  # one line for wrong API keys and wrong passwords alike
+    root.include_router(api_router(state, failure_delay))  # before the mount at "/", which would otherwise take /v1
     gr.mount_gradio_app(
         root, demo, path="/", server_name=state.options.host, server_port=state.options.port,
-        auth=authenticate_with(guard) if guard else None, max_file_size=MAX_UPLOAD_BYTES,
+        auth=authenticate_with(guard, failure_delay) if guard else None, max_file_size=MAX_UPLOAD_BYTES,
         ssr_mode=False, theme=THEME, head=IME_GUARD_SCRIPT, footer_links=[],
     )
     gradio_app = next(route.app for route in root.routes if isinstance(route, Mount))
