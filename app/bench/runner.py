@@ -279,6 +279,7 @@ def _answers_in_parallel(engine: Engine, items: list[tuple[Question, str]], conf
 def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, identity: dict,
                 items: list[tuple[Question, str]]) -> dict:
     card = engine.card
+    n_questions = len({q.problem_id for q, _ in items})
     return {
         "config_key": key, "engine": engine.kind, "endpoint": card.endpoint, "slots": engine.slots,
         "model_file": card.file_name, "model_sha256": card.sha256,
@@ -286,8 +287,7 @@ def _run_fields(engine: Engine, config: RunConfig, dataset: Dataset, key: str, i
         "backend_version": engine.backend_version, "device": engine.device,
         "gpu_layers": engine.gpu_layers, "n_ctx": engine.n_ctx, "template": template_family(config.template),
         "shots": config.shots, "mode": config.mode, "language": config.language_label,
-        "question_set": stored_set_label(config, len({q.problem_id for q, _ in items})),
-        "set_size": len({q.problem_id for q, _ in items}),
+        "question_set": stored_set_label(config, n_questions), "set_size": n_questions,
         "limit_n": config.limit, "benchmark": dataset.name, "data_dir": str(dataset.root),
         "data_fingerprint": dataset.fingerprint, "training_overlap": run_overlap(card),
         "settings": json.dumps(identity, ensure_ascii=False), "n_items": len(items),
