@@ -127,7 +127,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(db_path: Path | None, as_json: bool) -> None:
     """List the stored runs, newest first."""
-    from app.bench.report import primary_accuracy
+    from app.bench.report import percent, primary_accuracy
     from app.bench.store import list_runs
     from app.terminal_columns import fit
 
@@ -141,11 +141,9 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
     click.echo(f"{'id':>4}  {'started (UTC)':<25} {'status':<11} {'model':<36} {'mode':<8} {'lang':<4} "
                f"{'benchmark':<12} {'set':<18} {'done':>9}  {PRIMARY}")
     for r in runs:
-        acc = primary_accuracy(r)
-        acc_s = f"{acc * 100:.1f}%" if acc is not None else "-"
         click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} {fit(str(r['model_file']), 36)} "
                    f"{r['mode']:<8} {r['language']:<4} {fit(str(r['benchmark']), 12)} {r['question_set']:<18} "
-                   f"{str(r['n_answered']) + '/' + str(r['n_items']):>9}  {acc_s}")
+                   f"{str(r['n_answered']) + '/' + str(r['n_items']):>9}  {percent(primary_accuracy(r))}")
 
 
 @bench.command("show")
@@ -157,7 +155,7 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
 def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool, baselines: bool) -> None:
     """Summarize RUN: accuracy per metric, language, year, block; safety; pass/fail; baselines."""
     from app.bench.baselines import baselines_for, paper_reported
-    from app.bench.report import format_summary, summarize
+    from app.bench.report import format_summary, percent, summarize
     from app.bench.sources import load_dataset
     from app.bench.store import answers, get_run
 
@@ -177,8 +175,7 @@ def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool,
     if baselines and rows:
         click.echo("\nBaselines on the same questions (IgakuQA's published predictions, letter match):")
         for b in summary["baselines"]:
-            acc = f"{b['accuracy'] * 100:.1f}%" if b["accuracy"] is not None else "-"
-            click.echo(f"  {b['name']:<32} {b['correct']:>4}/{b['total']:<4} {acc}")
+            click.echo(f"  {b['name']:<32} {b['correct']:>4}/{b['total']:<4} {percent(b['accuracy'])}")
         click.echo("Reported in the JMedLLM paper (Gestalt, its full question set; reference only):")
         for p in summary["paper_reported"]:
             fmt = lambda v: f"{v:.1f}%" if v is not None else "-"  # noqa: E731

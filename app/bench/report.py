@@ -15,6 +15,11 @@ from app.bench.safety import PASS_LINES, QuestionResult, pass_fail
 from app.bench.scoring import empty_answer_floor
 
 
+def percent(fraction: float | None) -> str:
+    """An accuracy as "52.3%", or "-" where there is none."""
+    return f"{fraction * 100:.1f}%" if fraction is not None else "-"
+
+
 def metric_totals(rows: Sequence[dict]) -> dict[str, dict[str, Any]]:
     """Every registered metric's aggregate over ``rows``."""
     return {name: m.aggregate(rows) for name, m in METRICS.items()}
@@ -108,8 +113,8 @@ def format_summary(run: dict, summary: dict[str, Any]) -> str:
         lines[4:4] = [f"  {overlap}"]
     for lang, totals in summary["by_language"].items():
         for metric, t in totals.items():
-            acc = f"{t['accuracy'] * 100:.1f}%" if t["accuracy"] is not None else "-"
-            lines.append(f"  [{lang}] {METRICS[metric].description:<52} {t['correct']:>4}/{t['total']:<4} {acc}")
+            lines.append(f"  [{lang}] {METRICS[metric].description:<52} {t['correct']:>4}/{t['total']:<4} "
+                         f"{percent(t['accuracy'])}")
     floor = summary.get("chance_floor_gestalt_paper")
     if floor and floor["accuracy"] is not None:
         lines.append(f"  Chance floor of the Gestalt metric (an empty answer): {floor['accuracy'] * 100:.1f}%")

@@ -16,6 +16,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from app.bench.report import percent
 from app.bench.runner import RunProgress
 from app.ui.i18n import t
 
@@ -24,10 +25,6 @@ WATCH_S = 2.0  # how often another page reads the run's progress
 MIN_ANSWERS_FOR_ESTIMATE = 3  # fewer answers in this run: elapsed time and rate, no estimate
 
 Item = TypeVar("Item")
-
-
-def percent(fraction: float | None) -> str:
-    return f"{fraction * 100:.1f}%" if fraction is not None else "-"
 
 
 def clock(seconds: float) -> str:
