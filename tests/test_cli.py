@@ -110,9 +110,14 @@ def test_ctrl_c_while_the_model_loads_stops_before_the_answer(demo_model_path: P
         process = subprocess.Popen([*JMEDLLM, "ask", "Explain sepsis management in detail", "--max-tokens", "60",
                                     "--gpu-layers", "0"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
-        time.sleep(delay)
-        process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=120)
+        try:
+            time.sleep(delay)
+            process.send_signal(signal.SIGINT)
+            _out, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         assert process.returncode in (1, 130), err  # 1: "Aborted!" before the handler is set, 130: stopped
         assert "· length]" not in err and "Traceback" not in err
 
