@@ -55,6 +55,15 @@ class LazyGroup(UserErrorGroup):
             "db": "app.db_cli:db", "doctor": "app.doctor_cli:doctor", "train": "model_tools.train.cli:train",
             "user": "app.users_cli:user"}
 
+    def invoke(self, ctx: click.Context) -> object:
+        # llama.cpp's libraries are loaded before a command imports pyarrow (sqlite-utils and Gradio import
+        # pandas, which imports it). Seen on an H100 machine: with a CUDA build whose libraries each carry
+        # their own copy of libstdc++, a model loaded after pyarrow crashed the process (SIGSEGV in
+        # llama_model::print_info); loaded first, it ran.
+        import llama_cpp  # noqa: F401
+
+        return super().invoke(ctx)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -129,3 +130,15 @@ def test_serve_on_a_busy_port_says_so_before_loading_the_model(tmp_path: Path) -
         port = holder.getsockname()[1]
         result = run_cli("serve", "--model", str(tmp_path / "absent.gguf"), "--port", str(port), timeout=120)
     assert_clean_error(result, f"Cannot serve: 127.0.0.1:{port} is in use", "another --port")
+
+
+def test_llama_cpp_is_loaded_before_pyarrow(tmp_path: Path) -> None:
+    """With a CUDA build whose libraries carry their own libstdc++, a model loaded after pyarrow crashed
+    (seen on an H100 machine); the command line loads llama.cpp first, also for commands that open the
+    database (sqlite-utils imports pandas, which imports pyarrow) before any model."""
+    result = subprocess.run([*JMEDLLM, "db", "check", "--db", str(tmp_path / "new.db")], capture_output=True,
+                            text=True, timeout=120, cwd=REPO_ROOT, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "pyarrow" in imported, "this command no longer imports pyarrow: test another one"
+    assert imported.index("llama_cpp") < imported.index("pyarrow")
