@@ -421,7 +421,7 @@ def memory_bandwidth(size: int = BANDWIDTH_BYTES, repeats: int = BANDWIDTH_REPEA
     return 2 * share * n_threads / best
 
 
-def check_speed(options: DoctorOptions) -> Check:
+def check_speed(options: DoctorOptions, gpus: list[dict[str, Any]], offload: bool) -> Check:
     bandwidth = memory_bandwidth()
     details: dict[str, Any] = {"memory_bandwidth_bytes_per_s": round(bandwidth), "threads": default_threads()}
     summary = f"memory bandwidth (メモリ帯域) {bandwidth / 1e9:,.1f} GB/s measured"
@@ -433,9 +433,12 @@ def check_speed(options: DoctorOptions) -> Check:
         return _check("speed", OK, summary + ".", details)
     details["weights_bytes"] = weights
     details["tokens_per_second_upper_bound"] = round(bandwidth / weights, 1)
-    return _check("speed", OK, f"{summary}: expect at most ~{bandwidth / weights:,.1f} tokens/s on the CPU for "
-                  f"this {_gb(weights)} model (each token reads all its weights once: a ceiling, not a promise).",
-                  details)
+    ceiling = (f"expect at most ~{bandwidth / weights:,.1f} tokens/s on the CPU for this {_gb(weights)} model (each "
+               "token reads all its weights once: a ceiling, not a promise)")
+    if offload and gpus:
+        return _check("speed", OK, f"{summary}: {ceiling}. With --gpu-layers auto its layers run on the GPU "
+                      f"({gpus[0]['name']}), whose memory is several times faster: expect more there.", details)
+    return _check("speed", OK, f"{summary}: {ceiling}.", details)
 
 
 # --- disk, data folder, database, question sets ----------------------------------------------------------------
@@ -583,7 +586,7 @@ def run_doctor(options: DoctorOptions = DoctorOptions()) -> Report:
         "llama.cpp": lambda: check_llama_cpp(gpus),
         "llama-server": check_llama_server,
         "memory": lambda: check_memory(options, gpus, offload),
-        "speed": lambda: check_speed(options),
+        "speed": lambda: check_speed(options, gpus, offload),
         "disk": check_disk,
         "database": lambda: check_database(options),
         "igakuqa": check_question_sets,

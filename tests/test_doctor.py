@@ -14,7 +14,7 @@ import gradio as gr
 import pytest
 
 from app.db import open_db
-from app.doctor import TITLES, Check, Report, kv_cache_bytes
+from app.doctor import TITLES, Check, DoctorOptions, Report, check_speed, kv_cache_bytes
 from app.gguf_metadata import read_gguf_metadata
 from app.ui.state import AppState, ServeOptions
 from app.ui.system_panel import build_system_panel, report_markdown
@@ -149,6 +149,18 @@ def test_a_truncated_model_fails_and_gets_no_speed_estimate(demo_model_path: Pat
     code, checks = doctor_json("--model", str(truncated))
     assert code == 1 and checks["memory"]["status"] == "fail"
     assert "tokens/s" not in checks["speed"]["summary"] and "weights_bytes" not in checks["speed"]["details"]
+
+
+def test_the_speed_ceiling_says_where_the_model_runs(tmp_path: Path) -> None:
+    """The bandwidth ceiling is the CPU's; where llama.cpp offloads to a GPU (an H100 decoded a 7B Q4_K_M at
+    ~190 tokens/s against a ~15 tokens/s CPU ceiling), doctor says the model runs there."""
+    options = DoctorOptions(model=str(tiny_model(tmp_path / "tiny.gguf")))
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "memory_total": 85 * 10**9, "memory_free": 85 * 10**9}
+    on_cpu = check_speed(options, [], offload=False)
+    on_gpu = check_speed(options, [gpu], offload=True)
+    assert "on the CPU" in on_cpu.summary and "GPU" not in on_cpu.summary
+    assert "on the CPU" in on_gpu.summary and "run on the GPU (NVIDIA H100 80GB HBM3)" in on_gpu.summary
+    assert "GPU" not in check_speed(options, [gpu], offload=False).summary  # a CPU-only build beside a GPU
 
 
 def test_busy_port_warns_and_foreign_address_fails(data_dir: Path, tmp_path: Path) -> None:
