@@ -16,7 +16,7 @@ from typing import Any
 
 from app.atomic import atomic_writer, write_json_atomic
 from app.hashing import sha256_file
-from model_tools.checkpoint import BaseCheckpoint, LoraAdapter, open_adapter, open_base
+from model_tools.checkpoint import BaseCheckpoint, ConvertError, LoraAdapter, open_adapter, open_base
 from model_tools.files import require_free_space
 from model_tools.gguf_export import export_gguf
 from model_tools.lora_merge import save_merged
@@ -24,6 +24,8 @@ from model_tools.quantize import BITS_PER_WEIGHT, quantize
 from model_tools.verify import run_verification
 
 MANIFEST, MODEL_CARD, VERIFICATION = "manifest.json", "MODEL_CARD.md", "verification.json"
+REPORTS = (VERIFICATION, MANIFEST, MODEL_CARD)  # in the order publish() moves them
+STAGE_PREFIX = ".build-"
 LIBRARIES = ("jmedllm", "llama-cpp-python", "gguf", "torch", "transformers", "peft", "safetensors", "numpy")
 _DISK_MARGIN = 1.05
 _HASHED_INPUTS = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -118,20 +120,45 @@ def model_card(name: str, base: BaseCheckpoint, adapter: LoraAdapter | None, man
     return "\n".join(lines)
 
 
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse ``out_dir`` before any work when its parent folder is missing, when it holds files that are
+    not a build's, or when it holds an earlier build (unless ``overwrite``).
+
+    A build's files are its reports and, beside its manifest, GGUF files. Hidden staging folders
+    (``.build-*``) count as nothing: one left by a killed build is not removed, since it may belong to a
+    build still running into the same folder.
+    """
+    if not out_dir.exists():
+        if not out_dir.parent.is_dir():
+            raise ConvertError(f"cannot create --out {out_dir}: the folder {out_dir.parent} does not exist")
+        return
+    if not out_dir.is_dir():
+        raise ConvertError(f"--out {out_dir} is a file, not a folder")
+    names = {p.name for p in out_dir.iterdir() if not (p.name.startswith(STAGE_PREFIX) and p.is_dir())}
+    foreign = sorted(n for n in names if n not in REPORTS and not (MANIFEST in names and n.endswith(".gguf")))
+    if foreign:
+        raise ConvertError(f"--out {out_dir} holds files that are not from a build: {', '.join(foreign[:5])}; "
+                           "choose an empty or new folder")
+    if names and not overwrite:
+        raise ConvertError(f"--out {out_dir} holds an earlier build; pass --overwrite to replace it, "
+                           "or choose another folder")
+
+
 def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: list[str], out_type: str = "f16",
           name: str = "JMedLLM", merged_dir: Path | None = None, verify: bool = True,
-          threads: int | None = None, progress: bool = True) -> BuildResult:
-    """Run the whole pipeline into a staging folder inside ``out_dir``, then publish it (:func:`publish`):
-    an interrupted or failed build leaves nothing in ``out_dir``, a build that fails verification leaves
-    only its reports there."""
+          threads: int | None = None, progress: bool = True, overwrite: bool = False) -> BuildResult:
+    """Check ``out_dir`` (:func:`check_out_dir`), run the whole pipeline into a staging folder inside it,
+    then publish it (:func:`publish`): an interrupted or failed build leaves nothing in ``out_dir``, a
+    build that fails verification leaves only its reports there."""
     started = time.time()
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, overwrite)
     base = open_base(base_dir)
     adapter = open_adapter(adapter_dir, base) if adapter_dir else None
-    out_dir = Path(out_dir)
     require_free_space(out_dir, estimate_disk(base, out_type, quant_types, merged_dir is not None))
     if merged_dir is not None:
         require_free_space(Path(merged_dir), sum(entry.nbytes for entry in base.tensors.values()))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)
     stem = name.replace(" ", "-")
     if merged_dir is not None:
         save_merged(base, adapter, Path(merged_dir), progress=progress)
@@ -143,7 +170,7 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: 
         if verify:
             report = run_verification(base.path, adapter.path if adapter else None, gguf_path, base.n_params(),
                                       quantized)
-            write_json_atomic(stage / "verification.json", report)
+            write_json_atomic(stage / VERIFICATION, report)
         outputs = [gguf_path, *quantized.values()]
         manifest = {
             "name": name,
@@ -170,7 +197,7 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: 
 @contextlib.contextmanager
 def staging_dir(out_dir: Path) -> Iterator[Path]:
     """A hidden folder inside ``out_dir`` for a build's files, removed when the block ends (whatever happens)."""
-    stage = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out_dir))
     try:
         yield stage
     finally:
@@ -184,11 +211,11 @@ def publish(stage: Path, out_dir: Path, result: BuildResult) -> BuildResult:
     a verification of other files. A build that failed verification publishes its reports only: its
     GGUFs are not kept under names that could be imported by mistake.
     """
-    for report in (VERIFICATION, MANIFEST, MODEL_CARD):
+    for report in REPORTS:
         if not (stage / report).exists():
             (out_dir / report).unlink(missing_ok=True)
     kept = result.outputs if result.passed else []
-    for path in [stage / VERIFICATION, stage / MANIFEST, stage / MODEL_CARD, *kept]:
+    for path in [*(stage / report for report in REPORTS), *kept]:
         if path.exists():
             os.replace(path, out_dir / path.name)
     return BuildResult([out_dir / p.name for p in kept], result.report, out_dir / MANIFEST)

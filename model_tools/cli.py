@@ -66,14 +66,15 @@ def convert() -> None:
 @click.option("--save-merged", "merged_dir", type=_DIR, help="Also write the merged model as HF safetensors.")
 @click.option("--no-verify", is_flag=True, help="Skip verification.")
 @click.option("--threads", type=int, help="Quantizer threads (default: all cores).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier build in --out.")
 def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant: list[str], outtype: str, name: str,
-          merged_dir: Path | None, no_verify: bool, threads: int | None) -> None:
+          merged_dir: Path | None, no_verify: bool, threads: int | None, overwrite: bool) -> None:
     """Everything: validate, merge, export, quantize, verify, manifest and model card."""
     from model_tools.build import build as run_build
     from model_tools.verify import format_table
 
     result = _run(run_build, base_dir, adapter_dir, out_dir, quant, outtype, name, merged_dir,
-                  not no_verify, threads)
+                  not no_verify, threads, overwrite=overwrite)
     if result.report is not None:
         click.echo(format_table(result.report))
     for path in result.outputs:
