@@ -5,8 +5,9 @@ of :mod:`app.gguf_metadata` (its tensor data inside the file), whose architectur
 llama.cpp knows (:data:`LLAMA_CPP_ARCHITECTURES`), whose name in the models folder is free (unless
 replacing) and whose size fits the free disk space with :data:`DISK_MARGIN` to spare. The copy
 goes to a temporary file beside the target, fsynced, then renamed: an interruption or a full disk
-leaves nothing behind. The sha256 computed while copying goes into the hash cache, so the model
-card does not read the file again.
+leaves nothing behind. The model is 0600 (only its owner can read it), like the app's other private
+files. The sha256 computed while copying goes into the hash cache, so the model card does not read
+the file again.
 """
 
 from __future__ import annotations
@@ -132,11 +133,11 @@ def check_free_space(folder: Path, size: int) -> None:
 
 
 def _copy(source: Path, target: Path, size: int, on_progress: HashProgress | None) -> str:
-    """Copy ``source`` to ``target`` atomically, returning the sha256 of the bytes copied."""
+    """Copy ``source`` to ``target`` atomically and owner-only (0600), returning the sha256 of the bytes copied."""
     digest = hashlib.sha256()
     done = 0
     try:
-        with source.open("rb") as src, atomic_writer(target) as out:
+        with source.open("rb") as src, atomic_writer(target, private=True) as out:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)

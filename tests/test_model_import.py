@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import tarfile
 import time
@@ -138,6 +139,21 @@ def test_a_taken_name_is_refused_unless_replace(tmp_path: Path, models: Path) ->
     assert result.stdout.startswith("Replaced model.gguf") and "license: apache-2.0" in result.stdout
     assert (models / "model.gguf").read_bytes() == second.read_bytes()
     assert listing(models).keys() == {"model.gguf"}
+
+
+def test_an_imported_model_is_readable_only_by_its_owner(tmp_path: Path, models: Path) -> None:
+    source = small_gguf(tmp_path / "model.gguf")
+    umask = os.umask(0o022)  # permissive, so the mode checked comes from the app, not the environment
+    try:
+        result = run_cli("model", "import", str(source))
+    finally:
+        os.umask(umask)
+    assert result.returncode == 0 and result.stdout.startswith("Imported model.gguf"), result.stderr
+    target = models / "model.gguf"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    target.chmod(0o644)  # as imported by 0.5.2 and earlier: a replacement is private all the same
+    import_model(source, "model", replace=True)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize("name", ["../model", "sub/model", ".hidden", "demo", "a\x1b[31m", "x" * 300, ""])

@@ -10,20 +10,24 @@ lines, so the first line stays the answer. The loss is on the completion only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.bench.data import DataError, json_object
+from app.bench.data import DataError, decode_utf8, json_object
 from app.bench.loaders.question_set import read_questions
 from app.bench.prompting import build_prompt
 from app.extraction import letter_index
 from model_tools.train.errors import TrainError
 
 CORPUS_SUFFIX = ".txt"
+PAIRS_EXPECTED = "--data expects a file: a JSONL or CSV question set, or instruction/response JSONL"
+CORPUS_EXPECTED = f"--corpus expects a UTF-8 text file or a folder of {CORPUS_SUFFIX} files"
 
 
 @dataclass(frozen=True)
@@ -55,17 +59,44 @@ def fingerprint(files: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def _read(path: Path) -> bytes:
-    if not path.is_file():
-        raise TrainError(f"data file not found: {path}")
-    raw = path.read_bytes()
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """An OSError in the block (permission denied, an I/O error) as a TrainError naming its file or ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise TrainError(f"cannot read {exc.filename or path}: {exc.strerror or exc}") from None
+
+
+def _raise(exc: OSError) -> None:
+    """For :func:`os.walk`: a folder that cannot be listed is an error, not skipped."""
+    raise exc
+
+
+def _read(path: Path, expected: str) -> bytes:
+    """The bytes of the non-empty file ``path``; a folder, a missing path or another kind of file is a
+    TrainError ending with ``expected``, an unreadable or empty file one saying so."""
+    with _reading(path):
+        if path.is_dir():
+            raise TrainError(f"{path} is a folder; {expected}")
+        if not path.is_file():
+            raise TrainError(f"{path} {'is not a regular file' if path.exists() else 'not found'}; {expected}")
+        raw = path.read_bytes()
     if not raw.strip():
         raise TrainError(f"{path}: the file is empty")
     return raw
 
 
-def _first_object(raw: bytes, path: Path) -> dict[str, object]:
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+def _text(raw: bytes, name: str, expected: str) -> str:
+    """``raw`` as UTF-8 text without a byte-order mark; other bytes are a TrainError naming the file and line."""
+    try:
+        return decode_utf8(raw, name).removeprefix("\ufeff")
+    except DataError as exc:
+        raise TrainError(f"{exc}. {expected}") from None
+
+
+def _first_object(text: str, path: Path) -> dict[str, object]:
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 return json_object(line, f"{path.name}:{number}")
@@ -101,11 +132,11 @@ def question_examples(raw: bytes, name: str, language: str) -> list[Example]:
     return examples
 
 
-def instruction_examples(raw: bytes, name: str) -> list[Example]:
+def instruction_examples(text: str, name: str) -> list[Example]:
     """Examples from JSONL lines ``{"instruction": ..., "response": ...}`` (both non-empty strings)."""
     examples = []
     problems = []
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{name}:{number}"
@@ -128,13 +159,15 @@ def instruction_examples(raw: bytes, name: str) -> list[Example]:
 def load_pairs(path: Path, language: str) -> TrainingData:
     """The LoRA data: a question set (.jsonl with "question", or .csv) or instruction/response JSONL."""
     path = Path(path)
-    raw = _read(path)
-    if path.suffix.lower() == ".jsonl" and "instruction" in _first_object(raw, path):
-        examples, kind = instruction_examples(raw, path.name), "instruction"
-    elif path.suffix.lower() in (".jsonl", ".csv"):
-        examples, kind = question_examples(raw, path.name, language), "question-set"
-    else:
+    raw = _read(path, PAIRS_EXPECTED)
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
         raise TrainError(f"{path.name}: expected a .jsonl or .csv file (question set or instruction/response)")
+    text = _text(raw, path.name, PAIRS_EXPECTED) if suffix == ".jsonl" else None  # CSV: read_questions decodes
+    if text is not None and "instruction" in _first_object(text, path):
+        examples, kind = instruction_examples(text, path.name), "instruction"
+    else:
+        examples, kind = question_examples(raw, path.name, language), "question-set"
     if not examples:
         raise TrainError(f"{path}: no training examples")
     rows = [{"prompt": e.prompt, "completion": e.completion} for e in examples]
@@ -142,16 +175,16 @@ def load_pairs(path: Path, language: str) -> TrainingData:
 
 
 def corpus_files(path: Path) -> list[Path]:
-    """``path`` itself, or the .txt files under the folder ``path`` in name order."""
+    """``path`` itself (checked when read), or the .txt files under the folder ``path`` in name order."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob(f"*{CORPUS_SUFFIX}") if p.is_file())
-        if not files:
-            raise TrainError(f"no {CORPUS_SUFFIX} files in {path}")
-        return files
-    if not path.is_file():
-        raise TrainError(f"corpus not found: {path}")
-    return [path]
+    with _reading(path):
+        if not path.is_dir():
+            return [path]
+        files = sorted(Path(folder, name) for folder, _, names in os.walk(path, onerror=_raise)
+                       for name in names if name.endswith(CORPUS_SUFFIX) and Path(folder, name).is_file())
+    if not files:
+        raise TrainError(f"no {CORPUS_SUFFIX} files in {path}")
+    return files
 
 
 def load_corpus(path: Path) -> TrainingData:
@@ -159,11 +192,7 @@ def load_corpus(path: Path) -> TrainingData:
     files = corpus_files(path)
     texts = []
     for file in files:
-        try:
-            text = _read(file).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = file.read_bytes()[:exc.start].count(b"\n") + 1
-            raise TrainError(f"{file.name}:{line}: not UTF-8 text (save the corpus as UTF-8)") from exc
+        text = _text(_read(file, CORPUS_EXPECTED), file.name, CORPUS_EXPECTED)
         texts += [line.strip() for line in text.splitlines() if line.strip()]
     if not texts:
         raise TrainError(f"{path}: the corpus is empty")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,10 +15,10 @@ import pytest
 from app.bench.loaders.question_set import read_questions
 from model_tools.train import trainer
 from model_tools.train.config import LoraSettings, TrainSettings
-from model_tools.train.data import load_pairs
+from model_tools.train.data import load_corpus, load_pairs
 from model_tools.train.errors import TrainError
 from model_tools.train.leakage import LeakageFound
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, assert_clean_error
 from tests.train.conftest import question_rows, write_jsonl
 
 TRAIN = [sys.executable, "-m", "model_tools.train.cli"]
@@ -24,6 +26,11 @@ TRAIN = [sys.executable, "-m", "model_tools.train.cli"]
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TRAIN, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def _lora(tmp_path: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    """``train lora --data DATA``: the data is read before the base, so no checkpoint is needed."""
+    return _cli("lora", "--base", str(tmp_path / "base"), "--data", str(data), "--out", str(tmp_path / "out"))
 
 
 def _job(base: Path, data: Path, out: Path, **lora: object) -> trainer.Job:
@@ -112,3 +119,63 @@ def test_numbers_that_cannot_train_are_refused_before_anything_is_written(
                   option, value)
     assert result.returncode == 2 and "is not a positive, finite number" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_folder_or_another_non_file_is_named_as_such(tmp_path: Path) -> None:
+    folder = tmp_path / "questions"
+    folder.mkdir()
+    assert_clean_error(_lora(tmp_path, folder), f"{folder} is a folder; --data expects a file: a JSONL or CSV")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(TrainError, match="is not a regular file; --corpus expects a UTF-8 text file or a folder"):
+        load_corpus(Path(os.devnull))
+    with pytest.raises(TrainError, match=r"nope\.jsonl not found; --data expects a file"):
+        load_pairs(tmp_path / "nope.jsonl", "ja")
+
+
+def test_an_unreadable_file_or_folder_is_a_clear_error(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "qs.jsonl", question_rows())
+    locked = tmp_path / "corpus" / "locked"
+    locked.mkdir(parents=True)
+    (locked.parent / "a.txt").write_text("doc\n")
+    (locked / "b.txt").write_text("doc\n")
+    data.chmod(0)
+    locked.chmod(0)
+    try:
+        try:
+            data.read_bytes()
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user reads files whatever their mode (root)")
+        with pytest.raises(TrainError, match=f"cannot read {re.escape(str(data))}: Permission denied"):
+            load_pairs(data, "ja")  # the CLI's own check (click) refuses an unreadable --data or --corpus path
+        result = _cli("pretrain", "--base", str(tmp_path / "base"), "--corpus", str(locked.parent),
+                      "--out", str(tmp_path / "out"))  # a subfolder that cannot be listed: it was skipped
+        assert_clean_error(result, f"cannot read {locked}: Permission denied")
+    finally:
+        data.chmod(0o644)
+        locked.chmod(0o755)
+
+
+def test_a_binary_file_is_reported_as_not_utf8_text(tmp_path: Path) -> None:
+    image = tmp_path / "scan.jsonl"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    assert_clean_error(_lora(tmp_path, image), "scan.jsonl:1: not valid UTF-8 (byte 0x89); save the file as UTF-8. "
+                       "--data expects a file: a JSONL or CSV question set, or instruction/response JSONL")
+    assert not (tmp_path / "out").exists()
+    pairs = tmp_path / "pairs.jsonl"  # Shift_JIS: it was read with U+FFFD in place of the Japanese
+    pairs.write_bytes('{"instruction": "a", "response": "b"}\n{"instruction": "心臓", "response": "肺"}\n'
+                      .encode("cp932"))
+    with pytest.raises(TrainError, match=r"pairs\.jsonl:2: not valid UTF-8 \(byte 0x90\)"):
+        load_pairs(pairs, "ja")
+    corpus = tmp_path / "notes.txt"
+    corpus.write_bytes("doc\n心臓\n".encode("cp932"))
+    with pytest.raises(TrainError, match=r"notes\.txt:2: not valid UTF-8 \(byte 0x90\); save the file as UTF-8\. "
+                                         "--corpus expects a UTF-8 text file"):
+        load_corpus(corpus)
+
+
+def test_a_byte_order_mark_is_allowed(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "qs.jsonl", question_rows())
+    data.write_bytes(b"\xef\xbb\xbf" + data.read_bytes())  # as Notepad and Excel save UTF-8; the benchmark reads it
+    assert load_pairs(data, "ja").kind == "question-set"
