@@ -91,8 +91,9 @@ def make_base(shape: str, tokenizer: Path, folder: Path) -> Path:
 @click.option("--inputs", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--shape", type=click.Choice(sorted(SHAPES)), required=True)
-@click.option("--method", type=click.Choice(["lora", "full"]), required=True,
-              help="lora: `train lora` on the questions (MPEFT); full: `train pretrain` on the corpus (MFPT).")
+@click.option("--method", type=click.Choice(["lora", "qlora", "full"]), required=True,
+              help="lora: `train lora` on the questions (MPEFT); qlora: the same with --qlora (4-bit base); "
+                   "full: `train pretrain` on the corpus (MFPT).")
 @click.option("--epochs", type=float, default=1.0, show_default=True)
 @click.option("--max-length", type=int, default=2048, show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Examples per step (`--batch-size`).")
@@ -110,8 +111,9 @@ def run(inputs: Path, work: Path, shape: str, method: str, epochs: float, max_le
     base = make_base(shape, inputs / "tokenizer", work / f"base-{shape}")
     settings = TrainSettings(epochs=epochs, max_length=max_length, batch_size=batch_size, grad_accum=grad_accum,
                              logging_steps=1, save_steps=10_000)
-    if method == "lora":
-        kind, data, adapter, language = "lora", load_pairs(inputs / "questions.jsonl", "ja"), LoraSettings(), "ja"
+    if method in ("lora", "qlora"):
+        adapter = LoraSettings(qlora=method == "qlora")
+        kind, data, language = "lora", load_pairs(inputs / "questions.jsonl", "ja"), "ja"
     else:
         kind, data, adapter, language = "pretrain", load_corpus(inputs / "corpus.txt"), None, ""
     job = Job(kind, base, data, work / f"out-{shape}-{method}", settings, adapter, language,
