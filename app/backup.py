@@ -20,6 +20,7 @@ from app.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from app.paths import private_dir
 
 MAIN_TABLES = ("runs", "answers", "conversations", "turns")
+LEGACY_HISTORY = "questions"  # the question history before 0.4.0 (a database without conversations)
 KNOWN_TABLES = frozenset({*MAIN_TABLES, "questions", "model_loads", MIGRATIONS_TABLE})
 PAGES_PER_STEP = 1024  # pages copied between progress reports: 4 MiB with SQLite's default 4 KiB pages
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -97,7 +98,7 @@ def backup_database(source: Path, target: Path, force: bool = False,
     _check_target(source, target, force)
     conn = _open_existing(source)
     try:
-        with atomic_path(target, private=True) as tmp:
+        with _writable(target), atomic_path(target, private=True) as tmp:
             with _snapshot(conn, source):
                 _copy_to_file(conn, tmp, f"Copying {source} to {target}", on_progress)
             summary = inspect_database(tmp)
@@ -129,7 +130,7 @@ def restore_database(backup: Path, target: Path, on_progress: Progress | None = 
     replacing = target.exists() and target.stat().st_size > 0
     source = _open_existing(backup)
     try:
-        with _exclusive(target) as live:
+        with _writable(target), _exclusive(target) as live:
             with database_errors(target):
                 live.execute("PRAGMA journal_mode=DELETE")  # WAL folded in; any page size may be restored
             previous = _keep_previous(live, target) if replacing else None
@@ -161,7 +162,8 @@ def _summarize(conn: sqlite3.Connection, path: Path) -> DatabaseSummary:
     applied: tuple[str, ...] = ()
     try:
         tables = frozenset(row[0] for row in conn.execute("select name from sqlite_master where type = 'table'"))
-        rows = {t: int(conn.execute(f'select count(*) from "{t}"').fetchone()[0]) for t in MAIN_TABLES if t in tables}
+        counted = MAIN_TABLES if "conversations" in tables else (*MAIN_TABLES, LEGACY_HISTORY)
+        rows = {t: int(conn.execute(f'select count(*) from "{t}"').fetchone()[0]) for t in counted if t in tables}
         if MIGRATIONS_TABLE in tables:
             applied = tuple(row[0] for row in conn.execute(f"select name from {MIGRATIONS_TABLE} order by rowid"))
     except sqlite3.DatabaseError:
@@ -187,6 +189,9 @@ def _check_target(source: Path, target: Path, force: bool) -> None:
         raise BackupError(f"{target} is a folder: give the backup's file name, e.g. {target / 'jmedllm-backup.db'}.")
     if not target.exists():
         return
+    if not target.is_file():
+        raise BackupError(f"{target} is not a regular file (a device, pipe or socket): give a new file name for the "
+                          "backup.")
     if source.exists() and target.samefile(source):
         raise BackupError(f"{target} is the database itself: choose another file for the backup.")
     if not force:
@@ -207,6 +212,16 @@ def _check_restorable(found: DatabaseSummary) -> None:
     if found.unknown:
         raise BackupError(f"{found.path} was made by a newer JMedLLM: its schema has {', '.join(found.unknown)}, "
                           "which this version does not know. Upgrade JMedLLM, then restore.")
+
+
+@contextmanager
+def _writable(path: Path) -> Iterator[None]:
+    """Turn a failure to create, open or rename ``path`` or its folder into a :class:`BackupError` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise BackupError(f"Cannot write {path}: {exc.strerror or exc}. Check that its folder is writable by you "
+                          "and has free space, or choose another place.") from exc
 
 
 @contextmanager
@@ -253,7 +268,7 @@ def _exclusive(path: Path) -> Iterator[sqlite3.Connection]:
 def _keep_previous(live: sqlite3.Connection, target: Path) -> Path:
     """Copy the database about to be replaced to ``<target>.before-restore-<UTC time>`` (0600)."""
     kept = target.with_name(f"{target.name}.before-restore-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-    with atomic_path(kept, private=True) as tmp:
+    with _writable(kept), atomic_path(kept, private=True) as tmp:
         _copy_to_file(live, tmp, f"Keeping {target} as {kept}", None)
     return kept
 

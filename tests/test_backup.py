@@ -221,6 +221,7 @@ def test_an_older_backup_is_upgraded_when_restored(tmp_path: Path) -> None:
     checked = run_cli("db", "check", "--db", str(backup))
     assert checked.returncode == 0, checked.stderr
     assert f"m003_run_engine (3 of {len(MIGRATIONS.names)} migrations); older" in checked.stdout
+    assert "rows: runs 1, answers 0, questions 1" in checked.stdout  # the history of 0.1-0.3 is shown, not only runs
     target = tmp_path / "data" / "jmedllm.db"
     result = run_cli("db", "restore", str(backup), "--db", str(target))
     assert result.returncode == 0, result.stderr
@@ -260,6 +261,27 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     empty.touch()
     assert_clean_error(run_cli("db", "check", "--db", str(empty)), "not a JMedLLM database (it holds no tables)")
     assert empty.read_bytes() == b""
+
+
+def test_a_device_or_pipe_is_never_replaced_by_a_backup(tmp_path: Path) -> None:
+    source = old_database(tmp_path / "jmedllm.db")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    assert_clean_error(run_cli("db", "backup", str(pipe), "--db", str(source), "--force"), "not a regular file")
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+
+
+def test_a_place_that_cannot_be_written_is_one_clear_line(tmp_path: Path) -> None:
+    source = old_database(tmp_path / "jmedllm.db")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    for command in (("db", "backup", str(blocker / "b.db"), "--db", str(source)),
+                    ("db", "restore", str(source), "--db", str(blocker / "jmedllm.db"))):
+        result = run_cli(*command)
+        assert_clean_error(result, f"Cannot write {blocker / ('b.db' if command[1] == 'backup' else 'jmedllm.db')}")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert blocker.read_text() == "a file where the folder should be"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jmedllm.db", "not-a-folder"]
 
 
 def damage_an_index(path: Path) -> None:
