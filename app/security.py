@@ -68,9 +68,11 @@ class AuthError(UserError, ValueError):
 
 
 def check_name(name: str) -> str:
-    """``name`` if it can be a user name (1-64 characters, no whitespace or ':', not starting with '#')."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise AuthError(f"Invalid user name {name!r}: 1-64 characters, no spaces or ':', not starting with '#'.")
+    """``name`` if it can be a user name: 1-64 printable characters (any script), no whitespace or ':',
+    not starting with '#' (no control characters: names are shown in terminals and logs)."""
+    if not NAME_PATTERN.fullmatch(name) or not name.isprintable():
+        raise AuthError(f"Invalid user name {name!r}: 1-64 printable characters, no spaces, control characters "
+                        "or ':', not starting with '#'.")
     return name
 
 
@@ -233,8 +235,13 @@ def read_users_file(path: Path) -> Users:
     try:
         check_private(path)
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise AuthError(f"No users file at {path}: create it with `jmedllm user add NAME --file {path}`.") from exc
     except OSError as exc:
         raise AuthError(f"Cannot read the users file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise AuthError(f"The users file {path} is not UTF-8 text (byte {exc.start}): restore it from a backup, "
+                        "or recreate it with `jmedllm user add`.") from exc
     return Users.parse(text, str(path))
 
 

@@ -20,6 +20,7 @@ from app.security import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+NOT_UTF8 = "The password is not valid UTF-8 text: check the terminal's or the file's encoding."
 
 
 def file_option(func: F) -> F:
@@ -33,19 +34,44 @@ def _resolve(users_file: Path | None) -> Path:
 
 def write_users(path: Path, users: Users) -> None:
     """Write ``users`` atomically to ``path``, 0600 (its folder, if new, 0700)."""
-    with atomic_writer(path, private=True) as handle:
-        handle.write(users.text().encode("utf-8"))
+    try:
+        with atomic_writer(path, private=True) as handle:
+            handle.write(users.text().encode("utf-8"))
+    except OSError as exc:
+        raise AuthError(f"Cannot write the users file {path}: {exc.strerror or exc}. Check that its folder is "
+                        "writable by you, or choose another --file.") from exc
 
 
-def read_password(from_stdin: bool) -> str:
-    """The new password: one line of stdin, or typed twice without echo."""
+def read_password(from_stdin: bool, name: str) -> str:
+    """The new password of user ``name``: one line of stdin, or typed twice without echo; weak ones refused."""
     if from_stdin:
-        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        try:
+            password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError as exc:
+            raise AuthError(NOT_UTF8) from exc
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    check_password(password, name)
+    return password
+
+
+def check_password(password: str, name: str) -> None:
+    """Refuse a password that is too short, one character repeated, holds the user name, or is not UTF-8 text."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AuthError(f"The password is too short: at least {MIN_PASSWORD_LENGTH} characters.")
-    return password
+    if len(set(password)) == 1 or (len(name) >= 3 and name.casefold() in password.casefold()):
+        raise AuthError("The password is too easy to guess (one character repeated, or the user name in it): "
+                        "choose another.")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AuthError(NOT_UTF8) from exc
+
+
+def restart_note() -> None:
+    """Tell the administrator that a running server keeps the logins it read when it started."""
+    click.echo("A running `jmedllm serve` reads the users file only when it starts: restart it "
+               "(the service: sudo systemctl restart jmedllm).")
 
 
 @click.group()
@@ -63,10 +89,11 @@ def add(name: str, admin: bool, password_stdin: bool, users_file: Path | None) -
     path = _resolve(users_file)
     check_name(name)
     users = read_users_file(path) if path.exists() else Users({})
-    password = read_password(password_stdin)
+    password = read_password(password_stdin, name)
     replaced = name in users
     write_users(path, users.with_account(name, password, admin))
     click.echo(f"{'Updated' if replaced else 'Added'} {name}{' (admin)' if admin else ''} in {path}")
+    restart_note()
 
 
 @user.command("remove")
@@ -77,6 +104,7 @@ def remove(name: str, users_file: Path | None) -> None:
     path = _resolve(users_file)
     write_users(path, read_users_file(path).without(name))
     click.echo(f"Removed {name} from {path}")
+    restart_note()
 
 
 @user.command("list")

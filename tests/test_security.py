@@ -86,9 +86,10 @@ def test_malformed_lines_are_refused(users: Users) -> None:
         Users.parse(f"{line}\n{line}\n", "f")
     with pytest.raises(AuthError, match="malformed password hash"):
         Users.parse("carol:scrypt$16384$8$1$!!$!!", "f")
-    for bad in ("a:b", "two words", "#hash", "", "x" * 65):
+    for bad in ("a:b", "two words", "#hash", "", "x" * 65, "evil\x1b[31mred", "bell\x07", "caf\udce9"):
         with pytest.raises(AuthError, match="Invalid user name"):
             check_name(bad)
+    assert check_name("田中太郎") == "田中太郎"
 
 
 def test_users_file_must_be_private(tmp_path: Path, users: Users) -> None:
@@ -213,12 +214,13 @@ def test_user_cli_adds_lists_and_removes_through_a_private_file(tmp_path: Path) 
     path = tmp_path / "new-folder" / "users.txt"
     added = run_user("add", "alice", "--admin", "--password-stdin", "--file", str(path), password=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
-    assert run_user("add", "bob", "--password-stdin", "--file", str(path), password="bob's password \n").returncode == 0
+    second = run_user("add", "bob", "--password-stdin", "--file", str(path), password="second password \n")
+    assert second.returncode == 0, second.stderr
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert list(path.parent.iterdir()) == [path]  # no temporary file left beside it
     users = read_users_file(path)
-    assert users.verify("alice", PASSWORD) and users.verify("bob", "bob's password ") and users.admins == {"alice"}
+    assert users.verify("alice", PASSWORD) and users.verify("bob", "second password ") and users.admins == {"alice"}
 
     listed = run_user("list", "--file", str(path))
     assert listed.returncode == 0 and listed.stdout.splitlines() == ["alice\tadmin", "bob"]
@@ -235,3 +237,43 @@ def test_user_cli_adds_lists_and_removes_through_a_private_file(tmp_path: Path) 
     path.chmod(0o644)
     refused = run_user("list", "--file", str(path))
     assert refused.returncode == 1 and "chmod 600" in refused.stderr
+
+
+def test_user_cli_says_a_running_server_must_restart(tmp_path: Path) -> None:
+    path = tmp_path / "users.txt"
+    for result in (run_user("add", "alice", "--password-stdin", "--file", str(path), password=PASSWORD + "\n"),
+                   run_user("remove", "alice", "--file", str(path))):
+        assert result.returncode == 0 and "restart it" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(("name", "password", "expected"), [
+    ("carol", "aaaaaaaaaaaaaaaa", "too easy to guess"),
+    ("carol", "Carol-1234567890", "too easy to guess"),
+    ("dave\x1b[31m", PASSWORD, "Invalid user name"),
+])
+def test_user_cli_refuses_weak_passwords_and_control_characters(tmp_path: Path, name: str, password: str,
+                                                                expected: str) -> None:
+    path = tmp_path / "users.txt"
+    result = run_user("add", name, "--password-stdin", "--file", str(path), password=password + "\n")
+    assert result.returncode == 1 and expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("stdin_errors", ["strict", "surrogateescape"])
+def test_user_cli_gives_one_line_for_bad_input_or_places(tmp_path: Path, stdin_errors: str) -> None:
+    path = tmp_path / "users.txt"
+    added = subprocess.run([*JMEDLLM, "user", "add", "erin", "--password-stdin", "--file", str(path)],
+                           input=b"correct horse \xff battery\n", capture_output=True, cwd=REPO_ROOT, timeout=60,
+                           env={**os.environ, "PYTHONIOENCODING": f"utf-8:{stdin_errors}"})
+    assert added.returncode == 1 and b"not valid UTF-8" in added.stderr and b"Traceback" not in added.stderr
+    assert not path.exists()
+    missing = run_user("list", "--file", str(path))
+    assert missing.returncode == 1 and f"jmedllm user add NAME --file {path}" in missing.stderr, missing.stderr
+    path.write_bytes(b"\xff\xfe not text\n")
+    path.chmod(0o600)
+    garbled = run_user("list", "--file", str(path))
+    assert garbled.returncode == 1 and "is not UTF-8 text" in garbled.stderr, garbled.stderr
+    assert "Traceback" not in garbled.stderr
+    blocked = run_user("add", "erin", "--password-stdin", "--file", str(path / "users.txt"), password=PASSWORD + "\n")
+    assert blocked.returncode == 1 and f"Cannot write the users file {path / 'users.txt'}" in blocked.stderr
+    assert "Traceback" not in blocked.stderr, blocked.stderr
