@@ -106,6 +106,28 @@ def test_added_file_is_refused(bundle: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "prefix").exists()
 
 
+def test_many_added_files_are_named_five_at_most(bundle: Path, tmp_path: Path) -> None:
+    tampered = copy_of(bundle, tmp_path / "tampered")
+    for number in range(8):
+        (tampered / "wheelhouse" / f"extra{number}-1.0-py3-none-any.whl").write_bytes(b"not listed")
+    result = install(tampered, tmp_path)
+    assert result.returncode == 1
+    assert "wheelhouse/extra4-1.0-py3-none-any.whl and 3 more. Nothing was installed" in result.stderr, result.stderr
+    assert "extra5" not in result.stderr
+
+
+def test_a_relative_prefix_is_relative_to_where_install_sh_runs(bundle: Path, tmp_path: Path) -> None:
+    copy = copy_of(bundle, tmp_path / "bundle")
+    here = tmp_path / "here"
+    (here / "jm").mkdir(parents=True)
+    (here / "jm" / "notes.txt").write_text("another program's folder")
+    result = subprocess.run(["unshare", "-n", str(copy / "install.sh"), "--prefix", "jm"], cwd=here,
+                            capture_output=True, text=True, timeout=900, check=False, env=app_env(tmp_path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{here}/jm exists and is not a JMedLLM Desk installation" in result.stderr, result.stderr
+    assert not (copy / "jm").exists()
+
+
 @pytest.mark.parametrize(("field", "value", "expected"), [
     ("machine", "aarch64", "The bundle is for linux/aarch64"),
     ("cpu_features", ["avx2", "no_such_feature"], "this CPU lacks no_such_feature"),

@@ -7,11 +7,16 @@
 #   ./install.sh [--prefix DIR]     (default: /opt/jmedllm as root, else ~/jmedllm; PYTHON=... picks Python)
 set -euo pipefail
 bundle="$(cd "$(dirname "$0")" && pwd)"
+caller="$PWD"  # a relative --prefix is relative to this folder, not to the bundle
 cd "$bundle"
 
 die() {
     echo "install.sh: $*" >&2
     exit 1
+}
+
+first_of() {  # the first 5 of the lines on stdin, space-separated, then how many more there are
+    awk 'NR <= 5 { printf "%s%s", (NR > 1 ? " " : ""), $0 } END { if (NR > 5) printf " and %d more", NR - 5 }'
 }
 
 prefix=""
@@ -27,6 +32,7 @@ done
 if [ -z "$prefix" ]; then
     if [ "$(id -u)" = 0 ]; then prefix=/opt/jmedllm; else prefix="$HOME/jmedllm"; fi
 fi
+case "$prefix" in /*) ;; *) prefix="$caller/$prefix" ;; esac
 started=$(date +%s)
 
 # Never the network: no package index, no pip configuration files, no proxies.
@@ -40,13 +46,13 @@ command -v sha256sum >/dev/null || die "sha256sum (coreutils) is needed to check
 incomplete. Nothing was installed; copy the whole tar again."
 if ! result=$(LC_ALL=C sha256sum -c SHA256SUMS 2>&1); then
     bad=$(printf '%s\n' "$result" | grep -v ': OK$' | grep -v '^sha256sum: WARNING' || true)
-    printf '%s\n' "$bad" >&2
-    die "the bundle is damaged: $(printf '%s\n' "$bad" | sed -n 's/^\(.*\): FAILED.*$/\1/p' | paste -sd' ') \
+    printf '%s\n' "$bad" | head -n 10 >&2 || true
+    die "the bundle is damaged: $(printf '%s\n' "$bad" | sed -n 's/^\(.*\): FAILED.*$/\1/p' | first_of) \
 does not match SHA256SUMS. Nothing was installed. Copy the tar again (compare its sha256sum with the connected \
 machine's) and re-run."
 fi
 unlisted=$(LC_ALL=C comm -23 <(find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort) \
-    <(cut -c67- SHA256SUMS | LC_ALL=C sort) | paste -sd' ')
+    <(cut -c67- SHA256SUMS | LC_ALL=C sort) | first_of)
 [ -z "$unlisted" ] || die "the bundle holds files that SHA256SUMS does not list: $unlisted. Nothing was installed; \
 use the tar as it was built."
 
