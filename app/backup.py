@@ -15,15 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from app.atomic import atomic_path
-from app.db import BUSY_TIMEOUT_S, DatabaseError, database_errors, open_db
+from app.db import APP_TABLES, BUSY_TIMEOUT_S, SIDE_FILES, DatabaseError, database_errors, open_db
 from app.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from app.paths import private_dir
 
 MAIN_TABLES = ("runs", "answers", "conversations", "turns")
 LEGACY_HISTORY = "questions"  # the question history before 0.4.0 (a database without conversations)
-KNOWN_TABLES = frozenset({*MAIN_TABLES, "questions", "model_loads", MIGRATIONS_TABLE})
 PAGES_PER_STEP = 1024  # pages copied between progress reports: 4 MiB with SQLite's default 4 KiB pages
-SIDE_FILES = ("-wal", "-shm", "-journal")
 
 Progress = Callable[[int, int], None]
 """Called after each step of a copy with the pages copied so far and the total."""
@@ -51,7 +49,7 @@ class DatabaseSummary:
     @property
     def is_jmedllm(self) -> bool:
         """Whether the file has this app's tables (a 0.1.0 database has no migrations table yet)."""
-        return bool(self.tables & KNOWN_TABLES)
+        return bool(self.tables & APP_TABLES)
 
     @property
     def pending(self) -> tuple[str, ...]:
@@ -187,6 +185,8 @@ def _integrity_problems(conn: sqlite3.Connection) -> tuple[str, ...]:
 def _check_target(source: Path, target: Path, force: bool) -> None:
     if target.is_dir():
         raise BackupError(f"{target} is a folder: give the backup's file name, e.g. {target / 'jmedllm-backup.db'}.")
+    if not target.parent.exists():  # a mistyped folder would start a new backup tree unnoticed
+        raise BackupError(f"The folder {target.parent} does not exist: create it first (mkdir), or check the path.")
     if not target.exists():
         return
     if not target.is_file():

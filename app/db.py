@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -11,11 +12,14 @@ from pathlib import Path
 import sqlite_utils
 
 from app.errors import UserError
-from app.migrations import MIGRATIONS
+from app.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from app.paths import data_dir, private_dir
 
 DEFAULT_DB_NAME = "jmedllm.db"
 BUSY_TIMEOUT_S = 5  # how long to wait for another process's write lock before giving up
+SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's files beside a database
+# Every table this app's schema has had (a 0.1.0 database has no migrations table yet).
+APP_TABLES = frozenset({"runs", "answers", "conversations", "turns", "questions", "model_loads", MIGRATIONS_TABLE})
 
 
 class DatabaseError(UserError):
@@ -23,8 +27,14 @@ class DatabaseError(UserError):
 
 
 def default_db_path() -> Path:
-    """The local SQLite database for question history and benchmark runs."""
-    return data_dir() / DEFAULT_DB_NAME
+    """The local SQLite database for question history and benchmark runs. Like the app's own folders, it
+    is made private if an older release left it readable by others (group and others lose access)."""
+    path = data_dir() / DEFAULT_DB_NAME
+    for file in (path, *(path.with_name(path.name + side) for side in SIDE_FILES)):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+    return path
 
 
 def open_db(path: Path | str, create: bool = True) -> sqlite_utils.Database:
@@ -53,6 +63,7 @@ def open_db(path: Path | str, create: bool = True) -> sqlite_utils.Database:
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
             db.execute("PRAGMA foreign_keys = ON")
+            _require_ours(db, path)
             if read_only:
                 _require_no_migration(db, path)
             else:
@@ -75,6 +86,16 @@ def _create_private(path: Path) -> None:
     except OSError as exc:
         raise DatabaseError(f"Cannot create the database {path}: {exc.strerror}. "
                             "Choose a folder you can write with --db.") from exc
+
+
+def _require_ours(db: sqlite_utils.Database, path: Path) -> None:
+    """Refuse another program's SQLite file (tables, none of them the app's): the app's tables are not
+    added to it."""
+    tables = set(db.table_names())
+    if tables and not tables & APP_TABLES:
+        shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise DatabaseError(f"{path} is another program's database (tables {shown}), not a JMedLLM database; "
+                            "nothing was written to it. Check the file name given with --db.")
 
 
 def _require_no_migration(db: sqlite_utils.Database, path: Path) -> None:

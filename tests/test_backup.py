@@ -108,6 +108,7 @@ class Writer:
 
 def test_backup_while_another_process_writes_holds_every_row_committed_before(database: Path, tmp_path: Path) -> None:
     backup = tmp_path / "backups" / "jmedllm-backup.db"
+    backup.parent.mkdir(mode=0o700)
     with Writer(database) as writer:
         before = counts(database)
         answer_ids = ids(database, "answers")
@@ -269,6 +270,15 @@ def test_a_device_or_pipe_is_never_replaced_by_a_backup(tmp_path: Path) -> None:
     os.mkfifo(pipe)
     assert_clean_error(run_cli("db", "backup", str(pipe), "--db", str(source), "--force"), "not a regular file")
     assert stat.S_ISFIFO(pipe.lstat().st_mode)
+
+
+def test_a_missing_folder_is_not_created(tmp_path: Path) -> None:
+    """A mistyped folder (or a nightly timer's) would start a new backup tree unnoticed."""
+    source = old_database(tmp_path / "jmedllm.db")
+    target = tmp_path / "backups-typo" / "nightly" / "b.db"
+    assert_clean_error(run_cli("db", "backup", str(target), "--db", str(source)),
+                       f"The folder {target.parent} does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jmedllm.db"]
 
 
 def test_a_place_that_cannot_be_written_is_one_clear_line(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from app.bench import store
-from app.db import DatabaseError, connect, open_db
+from app.db import DatabaseError, connect, default_db_path, open_db
 from tests.bench.conftest import write_block
 from tests.conftest import assert_clean_error, run_cli
 from tests.test_db_upgrade import FIXTURE
@@ -152,3 +152,31 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     result = run_cli("bench", "list", "--db", str(notes))
     assert_clean_error(result, f"{notes} is not a readable JMedLLM database")
     assert notes.read_text().startswith("patient list")
+
+
+def test_another_programs_database_is_not_written_to(tmp_path: Path) -> None:
+    """Its tables are left alone: the app's tables were added to a browser's history file."""
+    foreign = tmp_path / "places.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("create table moz_places(id integer primary key, url text)")
+    conn.execute("insert into moz_places(url) values ('https://example.org')")
+    conn.commit()
+    conn.close()
+    before = foreign.read_bytes()
+    for command in (("bench", "list"), ("bench", "show", "1")):
+        result = run_cli(*command, "--db", str(foreign))
+        assert_clean_error(result, f"{foreign} is another program's database (tables moz_places)")
+    with pytest.raises(DatabaseError, match="not a JMedLLM database"):
+        open_db(foreign)
+    assert foreign.read_bytes() == before
+
+
+def test_the_default_database_is_made_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older releases left it readable by group and others; a --db of the user's choosing keeps its mode."""
+    monkeypatch.setenv("JMEDLLM_DATA_DIR", str(tmp_path))
+    for name in ("jmedllm.db", "jmedllm.db-wal", "other.db"):
+        (tmp_path / name).write_bytes(b"")
+        os.chmod(tmp_path / name, 0o644)
+    assert default_db_path() == tmp_path / "jmedllm.db"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"jmedllm.db": 0o600, "jmedllm.db-wal": 0o600, "other.db": 0o644}
