@@ -142,10 +142,11 @@ def _dummy_hash() -> PasswordHash:
 
 
 class Users:
-    """The accounts allowed to log in."""
+    """The accounts allowed to log in, and the users file they were read from (None: not from a file)."""
 
-    def __init__(self, accounts: Mapping[str, Account]) -> None:
+    def __init__(self, accounts: Mapping[str, Account], path: Path | None = None) -> None:
         self._accounts = dict(accounts)
+        self.path = path
 
     @classmethod
     def parse(cls, text: str, source: str) -> Users:
@@ -194,13 +195,13 @@ class Users:
     def with_account(self, name: str, password: str, admin: bool) -> Users:
         """A copy with ``name`` added or replaced."""
         account = Account(check_name(name), PasswordHash.create(password), admin)
-        return Users({**self._accounts, name: account})
+        return Users({**self._accounts, name: account}, self.path)
 
     def without(self, name: str) -> Users:
         """A copy without ``name``."""
         if name not in self._accounts:
             raise AuthError(f"No user named {name}")
-        return Users({key: value for key, value in self._accounts.items() if key != name})
+        return Users({key: value for key, value in self._accounts.items() if key != name}, self.path)
 
     def verify(self, name: str, password: str) -> bool:
         """Whether ``password`` is ``name``'s (an unknown name costs the same hash, so timing reveals nothing)."""
@@ -242,7 +243,47 @@ def read_users_file(path: Path) -> Users:
     except UnicodeDecodeError as exc:
         raise AuthError(f"The users file {path} is not UTF-8 text (byte {exc.start}): restore it from a backup, "
                         "or recreate it with `jmedllm user add`.") from exc
-    return Users.parse(text, str(path))
+    users = Users.parse(text, str(path))
+    users.path = path
+    return users
+
+
+class LiveUsers:
+    """The accounts in force on a running server: ``users``, read again from their users file whenever it
+    changes, so a removed user can no longer log in and a demoted administrator is no longer one. A users
+    file that cannot be read then lets nobody in (logged) until it is mended; accounts not from a file stay."""
+
+    def __init__(self, users: Users) -> None:
+        self._users = users
+        self._seen = self._signature()
+        self._lock = threading.Lock()
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        """What tells a changed file: its inode (the app replaces it atomically), modification time, size."""
+        if self._users.path is None:
+            return None
+        try:
+            found = self._users.path.stat()
+        except OSError:
+            return None
+        return found.st_ino, found.st_mtime_ns, found.st_size
+
+    def current(self) -> Users:
+        """The accounts now: the users file read again if it changed since last asked."""
+        path = self._users.path
+        if path is None:
+            return self._users
+        with self._lock:
+            signature = self._signature()
+            if signature != self._seen:
+                self._seen = signature
+                try:
+                    self._users = read_users_file(path)
+                    log.info("users file changed, read again: %d accounts", len(self._users))
+                except AuthError as exc:
+                    self._users = Users({}, path)
+                    log.error("nobody can log in until the users file is mended: %s", exc)
+            return self._users
 
 
 def default_users_file() -> Path:
@@ -417,7 +458,7 @@ class LoginGuard:
     """Checks a login against the users, throttled per user name and per client address, and logs refusals."""
 
     def __init__(self, users: Users, throttle: Throttle | None = None) -> None:
-        self.users = users
+        self.users = LiveUsers(users)
         self.throttle = throttle or Throttle()
 
     def check(self, name: str, password: str, address: str) -> bool:
@@ -426,7 +467,7 @@ class LoginGuard:
         if self.throttle.locked(*keys):
             log.warning("login refused (locked out): user=%r address=%s", name, address)
             return False
-        if self.users.verify(name, password):
+        if self.users.current().verify(name, password):
             self.throttle.clear(keys[0])
             log.info("login: user=%r address=%s", name, address)
             return True

@@ -68,12 +68,6 @@ def check_password(password: str, name: str) -> None:
         raise AuthError(NOT_UTF8) from exc
 
 
-def restart_note() -> None:
-    """Tell the administrator that a running server keeps the logins it read when it started."""
-    click.echo("A running `jmedllm serve` reads the users file only when it starts: restart it "
-               "(the service: sudo systemctl restart jmedllm).")
-
-
 @click.group()
 def user() -> None:
     """Manage the logins of `jmedllm serve` (scrypt password hashes in a private users file)."""
@@ -93,7 +87,6 @@ def add(name: str, admin: bool, password_stdin: bool, users_file: Path | None) -
     replaced = name in users
     write_users(path, users.with_account(name, password, admin))
     click.echo(f"{'Updated' if replaced else 'Added'} {name}{' (admin)' if admin else ''} in {path}")
-    restart_note()
 
 
 @user.command("remove")
@@ -103,8 +96,7 @@ def remove(name: str, users_file: Path | None) -> None:
     """Remove user NAME."""
     path = _resolve(users_file)
     write_users(path, read_users_file(path).without(name))
-    click.echo(f"Removed {name} from {path}")
-    restart_note()
+    click.echo(f"Removed {name} from {path}; a running server logs them out at once")
 
 
 @user.command("list")

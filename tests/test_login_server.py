@@ -15,11 +15,12 @@ import pytest
 
 from app.security import MAX_FAILURES, Users
 from app.ui.server import MAX_UPLOAD_BYTES
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, run_cli, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
 ALICE, BOB = ("alice", "alice's long password"), ("bob", "bob's long password ")
+CAROL = ("carol", "a long password of hers")
 SESSION_HOURS = 0.002  # 7.2 seconds
 
 
@@ -29,12 +30,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("login-users") / "users.txt"
+    accounts = Users({}).with_account(*ALICE, admin=True).with_account(*BOB, admin=False)
+    path.write_text(accounts.with_account(*CAROL, admin=True).text())
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path, app_data_dir: Path,
-           cache_dir: Path) -> Iterator[Server]:
+           cache_dir: Path, users_file: Path) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("login-server")
-    users_file = folder / "users.txt"
-    users_file.write_text(Users({}).with_account(*ALICE, admin=True).with_account(*BOB, admin=False).text())
-    users_file.chmod(0o600)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("JMEDLLM_CACHE_DIR", str(cache_dir))
         server = start_server(
@@ -93,6 +100,20 @@ def test_an_address_is_locked_out_after_repeated_failures_for_any_user(server: S
     with client(server, "127.0.0.6") as elsewhere:
         assert login(elsewhere, *BOB).status_code == 200
     assert "address:127.0.0.5" in server.log_path.read_text()
+
+
+def test_a_user_removed_while_the_server_runs_is_logged_out_at_once(server: Server, users_file: Path) -> None:
+    """A member of staff who leaves loses access when IT removes them, without a restart."""
+    with client(server, "127.0.0.9") as http:
+        assert login(http, *CAROL).status_code == 200
+        assert http.get("/gradio_api/login_check").status_code == 200
+        removed = run_cli("user", "remove", CAROL[0], "--file", str(users_file))
+        assert removed.returncode == 0 and "logs them out at once" in removed.stdout, removed.stderr
+        assert http.get("/gradio_api/login_check").status_code == 401
+        assert login(http, *CAROL).status_code == 400
+    with client(server, "127.0.0.10") as http:
+        assert login(http, *BOB).status_code == 200  # the others stay
+    assert "session ended, no longer in the users file: user='carol'" in server.log_path.read_text()
 
 
 def test_a_foreign_host_header_gets_400(server: Server) -> None:

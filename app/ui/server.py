@@ -33,6 +33,7 @@ from app.security import (
     NEW_KEY_COMMAND,
     AuthError,
     FailureDelay,
+    LiveUsers,
     LoginGuard,
     is_loopback,
     load_api_keys,
@@ -97,12 +98,14 @@ def host_name(netloc: str) -> str:
 
 
 class SessionClock:
-    """Expires Gradio's login tokens ``max_age_s`` after they were first seen (at the login response)."""
+    """Expires Gradio's login tokens ``max_age_s`` after they were first seen (at the login response), and
+    at once those of a user no longer in ``users`` (removed from the users file while logged in)."""
 
-    def __init__(self, tokens: Callable[[], dict[str, str]], max_age_s: float,
+    def __init__(self, tokens: Callable[[], dict[str, str]], max_age_s: float, users: LiveUsers | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._tokens = tokens
         self.max_age_s = max_age_s
+        self._users = users
         self._clock = clock
         self._born: dict[str, float] = {}
 
@@ -110,9 +113,13 @@ class SessionClock:
         """Note new tokens and delete expired ones (their cookies then count as logged out)."""
         now = self._clock()
         tokens = self._tokens()
-        for token in list(tokens):
-            if now - self._born.setdefault(token, now) >= self.max_age_s:
-                user = tokens.pop(token, None)
+        current = self._users.current() if self._users else None
+        for token, user in list(tokens.items()):
+            if current is not None and user not in current:
+                tokens.pop(token, None)
+                log.info("session ended, no longer in the users file: user=%r", user)
+            elif now - self._born.setdefault(token, now) >= self.max_age_s:
+                tokens.pop(token, None)
                 log.info("session expired: user=%r", user)
         self._born = {token: born for token, born in self._born.items() if token in tokens}
 
@@ -251,8 +258,10 @@ def serve(engine: Engine, options: ServeOptions, lang: str = "ja") -> None:
     hosts = allowed_host_names(options)
     with private_upload_dir():
         apply_offline_environment()
-        app, gradio_app = build_server(AppState(engine, options), lang, LoginGuard(users) if users else None)
-        sessions = SessionClock(lambda: gradio_app.tokens, options.session_hours * 3600) if users else None
+        guard = LoginGuard(users) if users else None
+        app, gradio_app = build_server(AppState(engine, options, guard.users if guard else None), lang, guard)
+        sessions = (SessionClock(lambda: gradio_app.tokens, options.session_hours * 3600, guard.users)
+                    if guard else None)
         guarded = RequestGuard(app, hosts, frozenset(n.lower() for n in options.allowed_hosts), sessions)
         import uvicorn
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.db import default_db_path
 from app.engines.base import Engine
-from app.security import ApiKeys, Users, is_loopback
+from app.security import ApiKeys, LiveUsers, Users, is_loopback
 from app.timestamps import utc_now
 
 
@@ -60,10 +60,11 @@ class LoadedModel:
 class AppState:
     """The current engine; the Model tab replaces it while no generation is running."""
 
-    def __init__(self, engine: Engine, options: ServeOptions) -> None:
+    def __init__(self, engine: Engine, options: ServeOptions, users: LiveUsers | None = None) -> None:
         self._loaded = LoadedModel(engine, 0, utc_now())
         self._swap_lock = threading.Lock()
         self.options = options
+        self._users = users  # the users file as it is now (administrators demoted while it runs)
 
     @property
     def engine(self) -> Engine:
@@ -92,6 +93,7 @@ class AppState:
 
     def is_admin(self, username: str | None) -> bool:
         """An administrator of the users file; without logins, the local user of a loopback-bound server."""
-        if username is not None and username in self.options.admins:
+        admins = self._users.current().admins if self._users else self.options.admins
+        if username is not None and username in admins:
             return True
         return not self.options.login_required and is_loopback(self.options.host)
