@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from app.errors import UserError
 from app.paths import data_dir
@@ -61,6 +62,7 @@ API_KEY_PATTERN = re.compile(r"[!-~]+")  # printable ASCII, no spaces
 NEW_KEY_COMMAND = "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class AuthError(UserError, ValueError):
@@ -248,42 +250,49 @@ def read_users_file(path: Path) -> Users:
     return users
 
 
-class LiveUsers:
-    """The accounts in force on a running server: ``users``, read again from their users file whenever it
-    changes, so a removed user can no longer log in and a demoted administrator is no longer one. A users
-    file that cannot be read then lets nobody in (logged) until it is mended; accounts not from a file stay."""
+class LiveFile(Generic[T]):
+    """What ``read`` makes of the secrets file ``path``, read again whenever the file changes, so a running
+    server follows its users file (a removed user can no longer log in, a demoted administrator is no
+    longer one) and its API keys file (a revoked key stops working). A file that cannot be read then gives
+    ``empty`` (nobody gets in; logged) until it is mended. Without a ``path`` (from the environment),
+    ``value`` stays."""
 
-    def __init__(self, users: Users) -> None:
-        self._users = users
+    def __init__(self, value: T, path: Path | None, read: Callable[[Path], T], empty: T) -> None:
+        self._value = value
+        self._path = path
+        self._read = read
+        self._empty = empty
         self._seen = self._signature()
         self._lock = threading.Lock()
 
     def _signature(self) -> tuple[int, int, int] | None:
         """What tells a changed file: its inode (the app replaces it atomically), modification time, size."""
-        if self._users.path is None:
-            return None
         try:
-            found = self._users.path.stat()
+            found = self._path.stat() if self._path else None
         except OSError:
             return None
-        return found.st_ino, found.st_mtime_ns, found.st_size
+        return (found.st_ino, found.st_mtime_ns, found.st_size) if found else None
 
-    def current(self) -> Users:
-        """The accounts now: the users file read again if it changed since last asked."""
-        path = self._users.path
-        if path is None:
-            return self._users
+    def current(self) -> T:
+        """The value now: the file read again if it changed since last asked."""
+        if self._path is None:
+            return self._value
         with self._lock:
             signature = self._signature()
             if signature != self._seen:
                 self._seen = signature
                 try:
-                    self._users = read_users_file(path)
-                    log.info("users file changed, read again: %d accounts", len(self._users))
+                    self._value = self._read(self._path)
+                    log.info("%s changed, read again", self._path)
                 except AuthError as exc:
-                    self._users = Users({}, path)
-                    log.error("nobody can log in until the users file is mended: %s", exc)
-            return self._users
+                    self._value = self._empty
+                    log.error("nobody gets in with %s until it is mended: %s", self._path, exc)
+            return self._value
+
+
+def live_users(users: Users) -> LiveFile[Users]:
+    """``users``, following the users file they were read from."""
+    return LiveFile(users, users.path, read_users_file, Users({}, users.path))
 
 
 def default_users_file() -> Path:
@@ -351,21 +360,25 @@ def new_api_key() -> str:
     return secrets.token_urlsafe(32)
 
 
+def read_api_keys_file(path: Path) -> ApiKeys:
+    """The keys in the API keys file ``path`` (one a line, ``#`` comments; the file must be private)."""
+    try:
+        check_private(path, "API keys file")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuthError(f"Cannot read the API keys file {path}: {exc}") from exc
+    lines = ((number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1))
+    return ApiKeys.parse((f"{path}, line {number}", line) for number, line in lines
+                         if line and not line.startswith("#"))
+
+
 def load_api_keys(path: Path | None) -> ApiKeys | None:
     """Keys from ``path`` (one a line, ``#`` comments), else ``$JMEDLLM_API_KEYS`` (separated by commas,
     spaces or newlines), else None: no keys configured."""
     env = os.environ.get(API_KEYS_ENV)
     if path is not None:
-        path = Path(path)
-        try:
-            check_private(path, "API keys file")
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AuthError(f"Cannot read the API keys file {path}: {exc}") from exc
         source = str(path)
-        lines = ((number, raw.strip()) for number, raw in enumerate(text.splitlines(), start=1))
-        keys = ApiKeys.parse((f"{source}, line {number}", line) for number, line in lines
-                             if line and not line.startswith("#"))
+        keys = read_api_keys_file(Path(path))
     elif env:
         source = f"${API_KEYS_ENV}"
         keys = ApiKeys.parse((f"{source}, key {number}", key)
@@ -458,7 +471,7 @@ class LoginGuard:
     """Checks a login against the users, throttled per user name and per client address, and logs refusals."""
 
     def __init__(self, users: Users, throttle: Throttle | None = None) -> None:
-        self.users = LiveUsers(users)
+        self.users = live_users(users)
         self.throttle = throttle or Throttle()
 
     def check(self, name: str, password: str, address: str) -> bool:

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 ALICE, BOB = ("alice", "alice's long password"), ("bob", "bob's long password ")
 CAROL = ("carol", "a long password of hers")
+WARD_KEY, LEAVING_KEY = "ward-key-" + "w" * 24, "leaving-key-" + "l" * 24
 SESSION_HOURS = 0.002  # 7.2 seconds
 
 
@@ -39,13 +40,22 @@ def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("login-keys") / "api-keys.txt"
+    path.write_text(f"# the ward's EHR plug-in\n{WARD_KEY}\n{LEAVING_KEY}\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path, app_data_dir: Path,
-           cache_dir: Path, users_file: Path) -> Iterator[Server]:
+           cache_dir: Path, users_file: Path, keys_file: Path) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("login-server")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("JMEDLLM_CACHE_DIR", str(cache_dir))
         server = start_server(
             ["--model", str(demo_model_path), "--ctx", "1024", "--gpu-layers", "0", "--auth-file", str(users_file),
+             "--api-key-file", str(keys_file),
              "--session-hours", str(SESSION_HOURS)],
             folder / "server.log", app_data_dir / "login-tests.db",
         )
@@ -114,6 +124,16 @@ def test_a_user_removed_while_the_server_runs_is_logged_out_at_once(server: Serv
     with client(server, "127.0.0.10") as http:
         assert login(http, *BOB).status_code == 200  # the others stay
     assert "session ended, no longer in the users file: user='carol'" in server.log_path.read_text()
+
+
+def test_an_api_key_revoked_while_the_server_runs_stops_working(server: Server, keys_file: Path) -> None:
+    def status(key: str) -> int:
+        with client(server, "127.0.0.11") as http:
+            return http.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+
+    assert status(WARD_KEY) == 200 and status(LEAVING_KEY) == 200
+    keys_file.write_text(f"# the ward's EHR plug-in\n{WARD_KEY}\n")  # edited in place, as an editor does
+    assert status(LEAVING_KEY) == 401 and status(WARD_KEY) == 200
 
 
 def test_a_foreign_host_header_gets_400(server: Server) -> None:

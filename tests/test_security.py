@@ -15,12 +15,12 @@ from app.security import (
     LOCKOUT_S,
     MAX_FAILURES,
     AuthError,
-    LiveUsers,
     LoginGuard,
     PasswordHash,
     Throttle,
     Users,
     check_name,
+    live_users,
     load_users,
     read_users_file,
 )
@@ -197,7 +197,7 @@ def test_a_running_server_follows_the_users_file(tmp_path: Path, caplog: pytest.
     nobody in (the server logs why) until it is mended."""
     path = tmp_path / "users.txt"
     write_users(path, Users({}).with_account("alice", PASSWORD, admin=True).with_account("bob", PASSWORD, False))
-    live = LiveUsers(read_users_file(path))
+    live = live_users(read_users_file(path))
     options = ServeOptions(host="0.0.0.0", users=live.current(), admins=live.current().admins)
     state = AppState(ScriptedEngine(lambda _prompt: "ok"), options, live)
     tokens = {"t1": "alice", "t2": "bob"}
@@ -214,7 +214,7 @@ def test_a_running_server_follows_the_users_file(tmp_path: Path, caplog: pytest.
     with caplog.at_level(logging.ERROR, logger="app.security"):
         sessions.sweep()
     assert tokens == {} and len(live.current()) == 0
-    assert "nobody can log in until the users file is mended" in caplog.text
+    assert f"nobody gets in with {path} until it is mended" in caplog.text
 
 
 def test_sessions_expire_after_their_age() -> None:

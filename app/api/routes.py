@@ -142,7 +142,8 @@ class Api:
         options = self.state.options
         if not options.api_key_required:
             return None
-        if options.api_keys is None:
+        api_keys = self.state.api_keys()
+        if api_keys is None:
             raise _unauthorized("This server has no API keys: restart it with --api-key-file FILE or "
                                 "$JMEDLLM_API_KEYS to use the API.")
         throttle_key = f"api-address:{address}"
@@ -153,7 +154,7 @@ class Api:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise _unauthorized("Missing API key: send the header Authorization: Bearer KEY.")
-        key_id = options.api_keys.verify(presented.strip())
+        key_id = api_keys.verify(presented.strip())
         if key_id is None:
             log.warning("wrong API key: address=%s", address)
             for key in self.throttle.fail(throttle_key):

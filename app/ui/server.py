@@ -31,13 +31,16 @@ from app.security import (
     API_KEYS_ENV,
     AUTH_ENV,
     NEW_KEY_COMMAND,
+    ApiKeys,
     AuthError,
     FailureDelay,
-    LiveUsers,
+    LiveFile,
     LoginGuard,
+    Users,
     is_loopback,
     load_api_keys,
     load_users,
+    read_api_keys_file,
 )
 from app.ui.state import AppState, ServeOptions
 
@@ -101,8 +104,8 @@ class SessionClock:
     """Expires Gradio's login tokens ``max_age_s`` after they were first seen (at the login response), and
     at once those of a user no longer in ``users`` (removed from the users file while logged in)."""
 
-    def __init__(self, tokens: Callable[[], dict[str, str]], max_age_s: float, users: LiveUsers | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, tokens: Callable[[], dict[str, str]], max_age_s: float,
+                 users: LiveFile[Users] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._tokens = tokens
         self.max_age_s = max_age_s
         self._users = users
@@ -259,7 +262,10 @@ def serve(engine: Engine, options: ServeOptions, lang: str = "ja") -> None:
     with private_upload_dir():
         apply_offline_environment()
         guard = LoginGuard(users) if users else None
-        app, gradio_app = build_server(AppState(engine, options, guard.users if guard else None), lang, guard)
+        api_keys = (LiveFile(options.api_keys, options.api_key_file, read_api_keys_file, ApiKeys(()))
+                    if options.api_keys and options.api_key_file else None)
+        app, gradio_app = build_server(AppState(engine, options, guard.users if guard else None, api_keys), lang,
+                                       guard)
         sessions = (SessionClock(lambda: gradio_app.tokens, options.session_hours * 3600, guard.users)
                     if guard else None)
         guarded = RequestGuard(app, hosts, frozenset(n.lower() for n in options.allowed_hosts), sessions)

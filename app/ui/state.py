@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.db import default_db_path
 from app.engines.base import Engine
-from app.security import ApiKeys, LiveUsers, Users, is_loopback
+from app.security import ApiKeys, LiveFile, Users, is_loopback
 from app.timestamps import utc_now
 
 
@@ -60,11 +60,13 @@ class LoadedModel:
 class AppState:
     """The current engine; the Model tab replaces it while no generation is running."""
 
-    def __init__(self, engine: Engine, options: ServeOptions, users: LiveUsers | None = None) -> None:
+    def __init__(self, engine: Engine, options: ServeOptions, users: LiveFile[Users] | None = None,
+                 api_keys: LiveFile[ApiKeys] | None = None) -> None:
         self._loaded = LoadedModel(engine, 0, utc_now())
         self._swap_lock = threading.Lock()
         self.options = options
         self._users = users  # the users file as it is now (administrators demoted while it runs)
+        self._api_keys = api_keys  # the API keys file as it is now (keys revoked while it runs)
 
     @property
     def engine(self) -> Engine:
@@ -90,6 +92,10 @@ class AppState:
         on a served engine (llama-server, openai), whose model the server process holds.
         """
         return self.engine.kind == "local" and self.is_admin(username)
+
+    def api_keys(self) -> ApiKeys | None:
+        """The API keys in force now (None: none configured)."""
+        return self._api_keys.current() if self._api_keys else self.options.api_keys
 
     def is_admin(self, username: str | None) -> bool:
         """An administrator of the users file; without logins, the local user of a loopback-bound server."""
