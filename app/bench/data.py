@@ -148,19 +148,15 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
 
     Accepts the clone itself or its ``data`` folder; raises :class:`DataError` saying how to get it.
     """
-    candidates: list[Path] = []
-    for value in (explicit, os.environ.get(DATA_ENV), configured_igakuqa_dir()):
-        if value:
-            candidates.append(Path(value).expanduser())
-            break
-    else:
-        candidates.append(PROJECT_ROOT.parent / "shared" / "igakuqa")
-    root = candidates[0]
+    given = next((value for value in (explicit, os.environ.get(DATA_ENV), configured_igakuqa_dir()) if value), None)
+    root = Path(given).expanduser() if given else PROJECT_ROOT.parent / "shared" / "igakuqa"  # beside a checkout
     if (root / "data").is_dir():
         return root
     if root.name == "data" and root.is_dir() and any(root.glob("*/*.jsonl")):
         return root.parent
-    raise DataError(missing_data_message(root))
+    # an installed app is no checkout: the place beside its packages means nothing to an administrator
+    checkout = (PROJECT_ROOT / "pyproject.toml").is_file()
+    raise DataError(missing_data_message(root if given or checkout else None))
 
 
 def json_object(line: str, where: str) -> dict:

@@ -75,6 +75,22 @@ def test_missing_folder_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.M
     assert resolve_data_dir(root / "data") == root
 
 
+def test_an_installed_app_does_not_name_a_checkouts_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed, the place beside the packages (<prefix>/lib/python3.x/shared/igakuqa) means nothing to an
+    administrator; in a checkout, ../shared/igakuqa is where developers keep IgakuQA."""
+    monkeypatch.delenv("JMEDLLM_IGAKUQA_DIR", raising=False)
+    monkeypatch.setenv("JMEDLLM_DATA_DIR", str(tmp_path / "data"))
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    monkeypatch.setattr("app.bench.data.PROJECT_ROOT", site)
+    with pytest.raises(DataError) as installed:
+        resolve_data_dir()
+    assert "looked in" not in str(installed.value) and "jmedllm bench data add" in str(installed.value)
+    (site / "pyproject.toml").write_text("")
+    with pytest.raises(DataError, match=f"looked in {tmp_path / 'lib' / 'python3.11' / 'shared' / 'igakuqa'}"):
+        resolve_data_dir()
+
+
 def test_normalize_letters() -> None:
     assert normalize_letters(["de"]) == ("d", "e")
     assert normalize_letters(["ｂ"]) == ("b",)
