@@ -27,6 +27,8 @@ QUIT = "/quit"
 REASONING_LABEL = "[思考過程 / reasoning] "
 HELP = (f"Type a question and press Enter. {NEW}: new conversation; {QUIT} or Ctrl-D: leave; "
         "Ctrl-C: stop an answer. / 質問を入力して Enter。")
+CUT_OFF = ("[cut off at the length limit: raise --max-tokens (now {n}) "
+           "/ 長さの上限で打ち切り：--max-tokens を増やしてください]")
 
 
 @click.command()
@@ -123,6 +125,8 @@ class ChatSession:
         turn = reply.finish()
         if turn.stamp.finish_reason == "cancelled":
             click.echo("[stopped / 停止しました]", err=True)
+        elif turn.stamp.finish_reason == "length":
+            click.echo(CUT_OFF.format(n=self.max_tokens), err=True)
         click.echo(f"[{turn.stamp.text()}]", err=True)
         if self.db_path is not None:
             save_turn(self.db_path, self.conversation, turn)

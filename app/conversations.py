@@ -8,6 +8,7 @@ left in free pages of the file either.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from app.chat import NOTICE, Conversation, Stamp, Turn
 from app.db import connect
 from app.errors import UserError
 from app.timestamps import utc_now
+
+ENDINGS = {"cancelled": "*(stopped before the end / 途中で停止しました)*",  # finish reason -> the export's note
+           "length": "*(cut off at the length limit / 長さの上限で打ち切り)*"}
 
 
 class ConversationNotFound(UserError, LookupError):
@@ -31,20 +35,24 @@ def save_turn(db_path: Path | str, conversation: Conversation, turn: Turn) -> No
     """Store ``turn`` (one of ``conversation``'s) and any earlier turn not stored yet, in one transaction.
 
     The first turn creates the conversation's row. A turn stored at the same position before (the
-    answer was regenerated) is replaced, and any stored after it are removed.
+    answer was regenerated) is replaced, and any stored after it are removed. If the stored
+    conversation has gone on elsewhere (continued in another tab), it is left as it is and this one
+    is stored anew under a new id, so neither loses a turn.
     """
     position = next((i for i, t in enumerate(conversation.turns) if t is turn), None)
     if position is None:
         raise ValueError("save_turn: the turn is not in this conversation")
     first = conversation.turns[0]
     with connect(db_path) as db, db.atomic():
+        stored = {row[0]: (row[1], row[2]) for row in db.execute(
+            "select position, question, answer from turns where conversation_id = ?", [conversation.id])}
+        if _diverged(stored, conversation.turns, position):
+            conversation.id, stored = uuid.uuid4().hex, {}
         db.table("conversations").upsert({
             "id": conversation.id, "created_at": conversation.created_at, "updated_at": utc_now(),
             "language": conversation.language, "title": conversation.title, "model_file": first.stamp.file_name,
             "dropped": conversation.dropped,
         }, pk="id")
-        stored = {row[0] for row in db.execute("select position from turns where conversation_id = ?",
-                                                [conversation.id]).fetchall()}
         db.execute("delete from turns where conversation_id = ? and position >= ?", [conversation.id, position])
         db.table("turns").insert_all(
             _turn_row(conversation.id, i, t) for i, t in enumerate(conversation.turns[: position + 1])
@@ -120,6 +128,8 @@ def export_markdown(conversation: Conversation) -> str:
         if turn.thinking:
             lines += ["> 思考過程 / reasoning", ">", *(f"> {line}".rstrip() for line in turn.thinking.splitlines()), ""]
         lines.append(turn.answer)
+        if turn.stamp.finish_reason in ENDINGS:
+            lines += ["", ENDINGS[turn.stamp.finish_reason]]
         if turn.chosen:
             lines += ["", f"**Chosen option / 選択肢:** {turn.chosen}"]
         lines += ["", f"Model / モデル: {turn.stamp.text()} · {turn.asked_at}"]
@@ -130,6 +140,16 @@ def _scrub(db: sqlite_utils.Database) -> None:
     """Rebuild the file without free pages and empty the write-ahead log, so deleted text is gone from disk."""
     db.execute("VACUUM")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _diverged(stored: dict[int, tuple[str, str]], turns: list[Turn], position: int) -> bool:
+    """Whether the ``stored`` (question, answer) by position are not this conversation's own past before
+    saving turn ``position``: a turn after it, an earlier one that differs, or another question at it."""
+    return any(
+        at > position or (at < position and pair != (turns[at].question, turns[at].answer))
+        or (at == position and pair[0] != turns[at].question)
+        for at, pair in stored.items()
+    )
 
 
 def _one_line(text: str) -> str:

@@ -44,6 +44,14 @@ def test_reasoning_is_labelled_apart_and_escape_sequences_are_shown_not_run() ->
     assert session.conversation.turns[0].thinking == "腎機能を考える"
 
 
+def test_an_answer_cut_at_max_tokens_says_so_and_a_finished_one_does_not() -> None:
+    session = ChatSession(ScriptedEngine(lambda p: "ok" if "Short?" in p else "a" * 40), "en", 10, None, None)
+    _out, err = session_output(session, ["A long answer?"])
+    assert "· length" in err and "cut off at the length limit: raise --max-tokens (now 10)" in err
+    _out, err = session_output(session, ["Short?"])
+    assert "· stop" in err and "cut off" not in err
+
+
 def test_an_overflowing_conversation_asks_before_dropping_turns() -> None:
     engine = ScriptedEngine(lambda _p: "a" * 40, n_ctx=500)
     session = ChatSession(engine, "en", 60, None, None)

@@ -128,6 +128,17 @@ def test_markdown_export() -> None:
     assert "> 思考過程 / reasoning\n>\n> ランゲルハンス島。\n>\n> β細胞。\n\n**β細胞**です。\n" in text
     assert text.count(f"Model / モデル: {STAMP.text()}") == 2
     assert "<details>" not in text
+    assert "stopped before the end" not in text and "cut off" not in text  # both answers ended by themselves
+
+
+def test_markdown_export_says_which_answers_were_stopped_or_cut_off() -> None:
+    conversation = Conversation(turns=[
+        make_turn("Q1", "Partial", stamp=replace(STAMP, finish_reason="cancelled")),
+        make_turn("Q2", "Cut", stamp=replace(STAMP, finish_reason="length")),
+    ])
+    text = export_markdown(conversation)
+    assert "Partial\n\n*(stopped before the end / 途中で停止しました)*\n" in text
+    assert "Cut\n\n*(cut off at the length limit / 長さの上限で打ち切り)*\n" in text
 
 
 def test_an_older_database_gains_the_tables_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -143,3 +154,22 @@ def test_an_older_database_gains_the_tables_and_keeps_its_rows(tmp_path: Path) -
     assert counts == [3, 2, 6]
     assert "idx_turns_conversation_id_position" in indexes
     assert load_conversation(db, conversation.id) == conversation
+
+
+def test_a_conversation_continued_in_two_tabs_keeps_both_follow_ups(tmp_path: Path) -> None:
+    db = tmp_path / "jmedllm.db"
+    here = Conversation()
+    add(db, here, make_turn("喘息発作の初期対応は？", "SABA吸入"))
+    there = load_conversation(db, here.id)  # opened from the history in another tab
+    add(db, here, make_turn("小児では？", "A2 here"))
+    add(db, there, make_turn("妊婦では？", "A2 there"))
+    assert there.id != here.id  # stored anew: the other tab's turn stays
+    assert [t.question for t in load_conversation(db, here.id).turns] == ["喘息発作の初期対応は？", "小児では？"]
+    add(db, there, make_turn("授乳中は？", "A3 there"))
+    assert [t.answer for t in load_conversation(db, there.id).turns] == ["SABA吸入", "A2 there", "A3 there"]
+    stale = load_conversation(db, here.id)
+    stale.turns.pop()  # regenerating turn 1 in a tab that never saw turn 2
+    add(db, here, make_turn("授乳中は？", "A3 here"))
+    add(db, stale, make_turn("小児では？", "A2 again"))
+    assert stale.id != here.id and len(load_conversation(db, here.id).turns) == 3
+    assert len(list_conversations(db)) == 3
