@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +137,50 @@ def test_stop_keeps_the_partial_answer_and_a_follow_up_works(browser: Any, ui_se
     send(page, "Summarise it in one line.")
     wait_answers(page, 2)
     assert len(user_texts(page)) == 2
+    page.context.close()
+
+
+def saved_turns(db: Path, question: str) -> list[tuple[str, int, str]]:
+    """(conversation id, position, finish reason) of every saved turn asking ``question``."""
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select conversation_id, position, finish_reason from turns where question = ?",
+                            [question]).fetchall()
+
+
+def test_new_conversation_mid_answer_stops_it_and_keeps_the_next_question_apart(
+        browser: Any, ui_server: Server, app_data_dir: Path) -> None:
+    """The next patient's question must not carry the previous one's context; the stopped answer is kept."""
+    from playwright.sync_api import expect
+
+    page = open_chat(browser, ui_server, max_tokens=512)
+    page.locator("#keep-history input").check()
+    first, second = "Write a long essay on the history of sepsis care.", "インフルエンザの治療薬は？"
+    send(page, first)
+    wait_for(lambda: any(text.strip() for text in bot_texts(page)), what="the answer to start")
+    page.locator("#new-conversation").click()
+    wait_for(lambda: not bot_texts(page) and not user_texts(page), timeout=10, what="an empty chat")
+    expect(page.locator("#stop")).to_be_disabled(timeout=10_000)
+    set_max_tokens(page, 16)
+    send(page, second)
+    wait_answers(page, 1)
+    assert user_texts(page) == [second]
+    db = app_data_dir / "ui-tests.db"
+    wait_for(lambda: saved_turns(db, first) and saved_turns(db, second), timeout=30, what="both turns saved")
+    (stopped_in, position_1, reason), = saved_turns(db, first)
+    (asked_in, position_2, _), = saved_turns(db, second)
+    assert reason == "cancelled" and stopped_in != asked_in and position_1 == position_2 == 0
+    page.context.close()
+
+
+def test_reloading_mid_answer_keeps_the_turn_in_history(browser: Any, ui_server: Server, app_data_dir: Path) -> None:
+    page = open_chat(browser, ui_server, max_tokens=512)
+    page.locator("#keep-history input").check()
+    question = "Write a long essay on the history of antibiotics."
+    send(page, question)
+    wait_for(lambda: any(text.strip() for text in bot_texts(page)), what="the answer to start")
+    page.reload(wait_until="load")
+    db = app_data_dir / "ui-tests.db"
+    wait_for(lambda: bool(saved_turns(db, question)), timeout=60, what="the interrupted turn in history")
     page.context.close()
 
 

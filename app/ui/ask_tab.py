@@ -21,7 +21,7 @@ from app.engines.base import Engine, EngineBusy
 from app.errors import UserError
 from app.prompts import paper_templates
 from app.qa import Query, parse_choices, validate
-from app.ui.cancels import CancelRegistry
+from app.ui.cancels import CancelFlag, CancelRegistry
 from app.ui.cards import model_card_markdown
 from app.ui.chat_view import Message, conversation_messages, note_message, streaming_messages
 from app.ui.history_panel import build_history_panel
@@ -118,27 +118,36 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
 
     hidden_note = (gr.update(visible=False), "", gr.skip())
 
-    def stream(engine: Engine, chat: Conversation, reply: Reply, history_on: bool, ui_lang: str,
-               ) -> Iterator[tuple[Any, ...]]:
-        """Chat, message box, conversation, card and note while ``reply`` streams, then with its finished turn."""
+    def stream(engine: Engine, chat: Conversation, reply: Reply, cancel: CancelFlag, history_on: bool,
+               ui_lang: str) -> Iterator[tuple[Any, ...]]:
+        """Chat, message box, conversation, card and note while ``reply`` streams, then with its finished turn;
+        after New conversation (``cancel`` abandoned), the empty conversation it left, never this one again."""
         earlier = conversation_messages(chat, ui_lang)
         failure: UserError | None = None
+        not_saved: UserError | None = None
         try:
             for _ in reply:
+                if cancel.abandoned:
+                    break
                 messages = earlier + streaming_messages(reply.question, reply.answer.choices, *reply.visible())
                 yield messages, "", chat, model_card_markdown(engine, reply.generation.stats), *hidden_note
         except UserError as exc:  # a server engine that died mid-answer: the text so far is kept
             failure = exc
-        finally:
+        finally:  # also when the page was reloaded or closed, or New conversation cut the answer short
             turn = reply.finish()
+            if history_on and failure is None:
+                try:
+                    save_turn(state.options.database, chat, turn)
+                except UserError as exc:
+                    not_saved = exc
+        if not_saved is not None:
+            raise gr.Error(str(not_saved))
+        if cancel.abandoned:  # a yield already on its way may have shown this conversation again: clear it
+            yield [], gr.skip(), Conversation(), gr.skip(), *hidden_note
+            return
         messages = conversation_messages(chat, ui_lang)
         if failure is not None:
             messages.append(note_message(t("answer_failed", ui_lang).format(error=failure)))
-        elif history_on:
-            try:
-                save_turn(state.options.database, chat, turn)
-            except UserError as exc:
-                raise gr.Error(str(exc)) from exc
         yield messages, "", chat, model_card_markdown(engine, reply.generation.stats), *hidden_note
 
     def busy(chat: Conversation, ui_lang: str) -> tuple[Any, ...]:
@@ -173,7 +182,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
             return
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
-        yield from stream(engine, chat, reply, history_on, ui_lang)
+        yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
 
     def drop_and_send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str,
                       template_name: str, shot_count: str, token_limit: float, thinking_choice: str, history_on: bool,
@@ -185,16 +194,20 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                         ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
         engine = state.engine
         chat = chat or Conversation()
+        cancel = cancels.fresh(request)
         try:
-            reply = regenerate(engine, chat, cancels.fresh(request), int(token_limit), THINKING.get(thinking_choice))
+            reply = regenerate(engine, chat, cancel, int(token_limit), THINKING.get(thinking_choice))
         except EngineBusy:
             yield busy(chat, ui_lang)
             return
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
-        yield from stream(engine, chat, reply, history_on, ui_lang)
+        yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
 
-    def new_conversation() -> tuple[Any, ...]:
+    def new_conversation(request: gr.Request) -> tuple[Any, ...]:
+        """An empty conversation; an answer still running is stopped (kept in history as stopped), so the
+        next question never carries the previous patient's context."""
+        cancels.cancel(request, abandon=True)
         return [], "", Conversation(), gr.skip(), *hidden_note
 
     outputs = [chatbot, message, conversation, card, note, note_text, drop_button]
@@ -218,7 +231,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         trigger(**stop_while(True)).then(fn, inputs=inputs, api_name=name, **answering).then(**saved).then(
             **stop_while(False))
     for start_over, name in ((new_button.click, "new_conversation"), (note_new.click, False), (chatbot.clear, False)):
-        start_over(new_conversation, inputs=None, outputs=outputs, api_name=name, queue=False)
+        start_over(new_conversation, inputs=None, outputs=outputs, api_name=name, queue=False).then(**saved)
 
     def stop(request: gr.Request) -> None:
         cancels.cancel(request)
