@@ -151,8 +151,9 @@ class Users:
         self.path = path
 
     @classmethod
-    def parse(cls, text: str, source: str) -> Users:
-        """Accounts from users-file lines; blank lines and ``#`` comments skipped."""
+    def parse(cls, text: str, source: str, path: Path | None = None) -> Users:
+        """Accounts from users-file lines (of the file ``path``, if from one); blank lines and ``#`` comments
+        skipped."""
         accounts: dict[str, Account] = {}
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()
@@ -179,7 +180,7 @@ class Users:
             if name in accounts:
                 raise AuthError(f"{where}: user {name} is listed twice")
             accounts[name] = Account(name, password, flag == ADMIN_FLAG)
-        return cls(accounts)
+        return cls(accounts, path)
 
     def text(self) -> str:
         """The users-file text of these accounts."""
@@ -245,9 +246,7 @@ def read_users_file(path: Path) -> Users:
     except UnicodeDecodeError as exc:
         raise AuthError(f"The users file {path} is not UTF-8 text (byte {exc.start}): restore it from a backup, "
                         "or recreate it with `jmedllm user add`.") from exc
-    users = Users.parse(text, str(path))
-    users.path = path
-    return users
+    return Users.parse(text, str(path), path)
 
 
 class LiveFile(Generic[T]):

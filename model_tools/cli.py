@@ -70,6 +70,7 @@ def convert() -> None:
 def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant: list[str], outtype: str, name: str,
           merged_dir: Path | None, no_verify: bool, threads: int | None, overwrite: bool) -> None:
     """Everything: validate, merge, export, quantize, verify, manifest and model card."""
+    from model_tools.build import VERIFICATION
     from model_tools.build import build as run_build
     from model_tools.verify import format_table
 
@@ -81,7 +82,7 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant: list[s
         click.echo(f"wrote {path}")
     click.echo(f"manifest: {result.manifest}")
     if not result.passed:
-        raise click.ClickException(f"verification failed (see {result.manifest.parent / 'verification.json'}); "
+        raise click.ClickException(f"verification failed (see {result.manifest.parent / VERIFICATION}); "
                                    "its GGUF files were not kept. Build with --no-verify to keep them unverified.")
 
 

@@ -49,7 +49,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
     """Run (or resume) the benchmark; answers are stored one by one, Ctrl-C keeps it resumable."""
     from tqdm import tqdm
 
-    from app.bench.report import format_summary, summarize
+    from app.bench.report import format_summary, percent, summarize
     from app.bench.runner import RunConfig, checked_plan, run_benchmark
     from app.bench.sets import SetSpec, parse_year
     from app.bench.sources import load_dataset
@@ -106,7 +106,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
                     continue
                 bar.n = event.done
                 if event.accuracy is not None:
-                    bar.set_postfix(acc=f"{event.accuracy * 100:.1f}%")
+                    bar.set_postfix(acc=percent(event.accuracy))
                 bar.refresh()
     finally:
         if bar is not None:
@@ -191,6 +191,7 @@ def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool,
 def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_json: bool) -> None:
     """Per-question differences between two runs and an exact McNemar test on the accuracy difference."""
     from app.bench.compare import compare_answers
+    from app.bench.report import percent
     from app.bench.store import answers, get_run
 
     db = open_for_reading(db_path)
@@ -207,7 +208,7 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
                    f"B {d['picked_b'] or '-':<6}{mark(d['correct_b'])}")
     if result["paired"]:
         click.echo(
-            f"\n{metric}: A {result['accuracy_a'] * 100:.1f}% vs B {result['accuracy_b'] * 100:.1f}% on "
+            f"\n{metric}: A {percent(result['accuracy_a'])} vs B {percent(result['accuracy_b'])} on "
             f"{result['paired']} paired answers (B - A = {result['difference'] * 100:+.1f} points); "
             f"only A right {result['only_a_correct']}, only B right {result['only_b_correct']}; "
             f"exact McNemar p = {result['mcnemar_exact_p']:.4g}")

@@ -208,6 +208,11 @@ def decode_utf8(raw: bytes, name: str) -> str:
                         "save the file as UTF-8") from None
 
 
+def decode_utf8_text(raw: bytes, name: str) -> str:
+    """:func:`decode_utf8` without a leading byte-order mark (Excel and Notepad write one)."""
+    return decode_utf8(raw, name).removeprefix("\ufeff")
+
+
 def _strings(row: dict, rel: str, key: str) -> list[str]:
     """Field ``key`` of ``row``, required to be a list of strings."""
     value = _require(row, rel, key, list)

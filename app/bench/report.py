@@ -117,13 +117,13 @@ def format_summary(run: dict, summary: dict[str, Any]) -> str:
                          f"{percent(t['accuracy'])}")
     floor = summary.get("chance_floor_gestalt_paper")
     if floor and floor["accuracy"] is not None:
-        lines.append(f"  Chance floor of the Gestalt metric (an empty answer): {floor['accuracy'] * 100:.1f}%")
+        lines.append(f"  Chance floor of the Gestalt metric (an empty answer): {percent(floor['accuracy'])}")
     lines.append(f"  Abstentions (response matches no choice): {summary['abstained']}")
     lines.append(f"  Questions with a contraindicated (禁忌) choice picked: {summary['contraindicated_questions']}")
     lines.append(f"  Points (letter match): {summary['points']['got']}/{summary['points']['total']}")
     lines.append("")
     for title, groups in (("year", summary["by_year"]), ("block", summary["by_block"])):
-        parts = [f"{k} {v['accuracy'] * 100:.1f}% ({v['total']})" for k, v in groups.items() if v["total"] and k]
+        parts = [f"{k} {percent(v['accuracy'])} ({v['total']})" for k, v in groups.items() if v["total"] and k]
         if parts:  # sets that are not a national exam have neither years nor blocks
             lines.append(f"By {title} ({PRIMARY}): " + ", ".join(parts))
     if summary.get("pass_fail"):

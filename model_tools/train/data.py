@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.bench.data import DataError, decode_utf8, json_object
+from app.bench.data import DataError, decode_utf8_text, json_object
 from app.bench.loaders.question_set import read_questions
 from app.bench.prompting import build_prompt
 from app.extraction import letter_index
@@ -90,7 +90,7 @@ def _read(path: Path, expected: str) -> bytes:
 def _text(raw: bytes, name: str, expected: str) -> str:
     """``raw`` as UTF-8 text without a byte-order mark; other bytes are a TrainError naming the file and line."""
     try:
-        return decode_utf8(raw, name).removeprefix("\ufeff")
+        return decode_utf8_text(raw, name)
     except DataError as exc:
         raise TrainError(f"{exc}. {expected}") from None
 

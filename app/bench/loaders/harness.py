@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from app.bench.data import DataError, Dataset, Question, decode_utf8, json_object
+from app.bench.data import DataError, Dataset, Question, decode_utf8_text, json_object
 from app.bench.loaders import loader
 
 LETTERS = "abcdefgh"
@@ -52,7 +52,7 @@ def read_source(path: Path, rel: str, digest: hashlib._Hash) -> str:
         raise DataError(f"{rel}: file missing")
     raw = path.read_bytes()
     digest.update(rel.encode() + b"\0" + hashlib.sha256(raw).digest())
-    return decode_utf8(raw, rel).removeprefix("\ufeff")
+    return decode_utf8_text(raw, rel)
 
 
 def search(path: Path, is_set: Callable[[Path], bool], depth: int) -> list[Path]:

@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.bench.data import DataError, Dataset, Question, decode_utf8
+from app.bench.data import DataError, Dataset, Question, decode_utf8_text
 from app.bench.loaders import loader
 
 LAYOUT = "question-set"
@@ -85,7 +85,7 @@ def detect_language(text: str) -> str:
 def _decode(raw: bytes, name: str) -> str:
     """UTF-8 text without a leading byte-order mark; Shift_JIS (Excel's default CSV) gets a hint."""
     try:
-        text = decode_utf8(raw, name)
+        return decode_utf8_text(raw, name)
     except DataError as exc:
         try:
             japanese = bool(_JAPANESE.search(raw.decode("cp932")))
@@ -95,7 +95,6 @@ def _decode(raw: bytes, name: str) -> str:
             raise
         raise DataError(f"{exc}. It looks like Shift_JIS, which Excel writes for \"CSV (コンマ区切り)\": "
                         "save it as \"CSV UTF-8 (コンマ区切り)\" instead") from None
-    return text.removeprefix("\ufeff")
 
 
 def _text(value: object, what: str, where: str, problems: _Problems) -> str | None:
