@@ -19,6 +19,7 @@ from app.hashing import sha256_file
 from model_tools.checkpoint import BaseCheckpoint, ConvertError, LoraAdapter, open_adapter, open_base
 from model_tools.files import require_free_space
 from model_tools.gguf_export import export_gguf
+from model_tools.interrupts import raise_if_interrupted
 from model_tools.lora_merge import save_merged
 from model_tools.quantize import BITS_PER_WEIGHT, quantize
 from model_tools.verify import run_verification
@@ -191,6 +192,7 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: 
         with atomic_writer(stage / MODEL_CARD) as handle:
             handle.write(model_card(name, base, adapter, manifest).encode("utf-8"))
         result = BuildResult(outputs, report, stage / MANIFEST)
+        raise_if_interrupted()
         return publish(stage, out_dir, result)
 
 

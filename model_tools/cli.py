@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import ParamSpec, TypeVar
 
 import click
@@ -18,18 +16,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so temporary files are cleaned up as on Ctrl-C."""
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _run(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     from model_tools.checkpoint import ConvertError
+    from model_tools.interrupts import stop_on_signals
 
-    _interrupt_on_sigterm()
+    stop_on_signals()
     try:
         return func(*args, **kwargs)
     except ConvertError as exc:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from model_tools.checkpoint import BaseCheckpoint, LoraAdapter, LoraTarget
 from model_tools.files import atomic_directory
+from model_tools.interrupts import raise_if_interrupted
 from model_tools.safetensors_io import load_tensor, write_header, write_tensor
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def merged_tensors(base: BaseCheckpoint, adapter: LoraAdapter | None) -> Iterato
 
     targets = adapter.targets if adapter else {}
     for name, entry in base.tensors.items():
+        raise_if_interrupted()
         tensor = load_tensor(entry)
         target = targets.get(name)
         if target is not None:

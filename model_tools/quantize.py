@@ -11,11 +11,13 @@ from tqdm import tqdm
 
 from app.atomic import atomic_path
 from model_tools.checkpoint import ConvertError
+from model_tools.interrupts import deferred
 
 QUANT_TYPES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 # Approximate bits per weight of each type (llama.cpp's quantize table), for disk estimates.
 BITS_PER_WEIGHT = {"Q4_K_M": 4.9, "Q5_K_M": 5.7, "Q6_K": 6.6, "Q8_0": 8.5, "F16": 16.0, "F32": 32.0, "BF16": 16.0}
 _PROGRESS = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
+_STOPPING = "Stopping once llama.cpp has finished this quantization (it cannot stop part-way); nothing will be kept."
 
 
 def parse_quant_types(value: str) -> list[str]:
@@ -57,7 +59,8 @@ def quantize(src: Path, dst: Path, quant_type: str = "Q4_K_M", threads: int | No
     llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
     try:
         with atomic_path(Path(dst)) as tmp:
-            status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+            with deferred(_STOPPING):
+                status = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
             if status != 0:
                 raise ConvertError(f"llama.cpp failed to quantize {src.name} to {quant_type}: "
                                    f"{' '.join(errors) or status}")

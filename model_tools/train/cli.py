@@ -7,11 +7,9 @@ Also runs as ``accelerate launch ... -m model_tools.train.cli lora ...`` (FSDP /
 from __future__ import annotations
 
 import math
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -28,18 +26,12 @@ def _echo(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _interrupt_on_sigterm() -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _run(job_factory: Callable[[], Any]) -> None:
     from app.errors import UserError
+    from model_tools.interrupts import stop_on_signals
     from model_tools.train.trainer import run
 
-    _interrupt_on_sigterm()
+    stop_on_signals()
     try:
         job = job_factory()
         result = run(job, echo=_echo)

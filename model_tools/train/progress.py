@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from model_tools.interrupts import raise_if_interrupted
 from model_tools.train.run_dir import seal
 
 
@@ -48,6 +49,14 @@ class ProgressLine(TrainerCallback):
         elif "loss" in logs:
             self.echo(f"step {state.global_step}/{state.max_steps}  epoch {state.epoch:.2f}  "
                       f"loss {logs['loss']:.4f}  {rate:.0f} tok/s  elapsed {_clock(elapsed)}  left {_clock(left)}")
+
+
+class StopOnInterrupt(TrainerCallback):
+    """Stop at the next step after a Ctrl-C or SIGTERM that Python lost (see :mod:`model_tools.interrupts`)."""
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        raise_if_interrupted()
 
 
 class SealCheckpoints(TrainerCallback):

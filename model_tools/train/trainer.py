@@ -201,7 +201,7 @@ def run(job: Job, echo: Callable[[str], None] = print, leakage_sets: Sequence[Da
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
-    from model_tools.train.progress import ProgressLine, SealCheckpoints
+    from model_tools.train.progress import ProgressLine, SealCheckpoints, StopOnInterrupt
 
     tokenizer = AutoTokenizer.from_pretrained(job.base)
     model = _load_model(job.base, dtype, bool(job.lora and job.lora.qlora))
@@ -212,7 +212,7 @@ def run(job: Job, echo: Callable[[str], None] = print, leakage_sets: Sequence[Da
         model=model, args=_sft_config(job, folder, bf16), processing_class=tokenizer,
         train_dataset=HFDataset.from_list(train_rows), eval_dataset=HFDataset.from_list(eval_rows),
         peft_config=_peft_config(job.lora) if job.lora else None,
-        callbacks=[ProgressLine(echo), SealCheckpoints()])
+        callbacks=[ProgressLine(echo), SealCheckpoints(), StopOnInterrupt()])
     trainer.remove_callback(PrinterCallback)  # with disable_tqdm it prints every log dict; ProgressLine replaces it
     if resume_from is not None:
         echo(f"resuming from {resume_from.name}")

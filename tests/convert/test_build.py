@@ -72,3 +72,25 @@ def test_sigterm_also_cleans_up(tmp_path: Path, real_dir: Path) -> None:
     proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_quantization_stops_it(tmp_path: Path, real_f16: Path) -> None:
+    # The Ctrl-C arrives while llama.cpp's quantizer runs. Python would deliver it inside the log callback,
+    # where ctypes prints and drops it, and the quantization ran to the end. It must stop the command, with
+    # nothing kept.
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([*JMEDLLM, "convert", "quantize", "--input", str(real_f16), "--out",
+                             str(out / "q.gguf"), "--type", "Q8_0", "--threads", "1"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not any(p.stat().st_size > 1 << 20 for p in out.glob(".*.partial")):  # tensors are being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr.decode()
+    assert "Stopping once llama.cpp has finished this quantization" in stderr.decode()
+    assert "Exception ignored" not in stderr.decode()
+    assert list(out.iterdir()) == []
