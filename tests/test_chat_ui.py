@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -244,4 +245,32 @@ def test_a_conversation_that_outgrows_the_context_asks_before_dropping_turns(bro
     wait_answers(page, 2)
     assert any("もう見えていません" in text for text in bot_texts(page))
     assert page.locator("#context-note-text").is_hidden()
+    page.context.close()
+
+
+def test_deleting_a_saved_conversation_asks_first_and_cancel_keeps_it(browser: Any, ui_server: Server,
+                                                                      app_data_dir: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = open_chat(browser, ui_server)
+    page.locator("#keep-history input").check()
+    question = "Ward 5 handover question to delete."
+    send(page, question)
+    wait_answers(page, 1)
+    db = app_data_dir / "ui-tests.db"
+    wait_for(lambda: bool(saved_turns(db, question)), timeout=30, what="the turn saved")
+    page.locator("#history-panel .label-wrap").click()
+    page.locator("#history-pick input").click()
+    page.get_by_role("option", name=re.compile(re.escape(question[:30]))).click()
+    confirm = page.locator("#history-confirm")
+    page.locator("#history-delete").click()
+    expect(page.locator("#history-confirm-text")).to_contain_text(question[:30])
+    page.locator("#history-cancel").click()
+    expect(confirm).to_be_hidden()
+    assert saved_turns(db, question)  # nothing deleted without the confirmation
+    page.locator("#history-delete").click()
+    page.locator("#history-confirm-delete").click()
+    wait_for(lambda: not saved_turns(db, question), timeout=30, what="the conversation deleted")
+    expect(confirm).to_be_hidden()
+    wait_for(lambda: not bot_texts(page), timeout=10, what="its text off the screen")  # it was the open one
     page.context.close()

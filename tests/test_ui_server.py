@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from gradio_client import Client
 
@@ -85,6 +86,29 @@ def test_history_is_stored_only_when_turned_on(client: Client, ui_server: Server
     assert row == ("Recorded question?", DEMO_SHA256, "Q4_K_M")
     listed = client.predict(api_name="/history_list")
     assert listed  # the History panel lists it
+
+
+def test_deleting_a_conversation_removes_its_exported_download(ui_server: Server) -> None:
+    # The Markdown export holds patient text; once the conversation is deleted, its download must be gone
+    # too (the web UI served its own copy of the file, which outlived the delete).
+    client = Client(ui_server.url, verbose=False, download_files=False)
+    ask(client, "Export then delete: patient K.", language="en", history=True)
+    with sqlite3.connect(ui_server.db_path) as db:
+        (conversation_id,) = db.execute("select id from conversations order by updated_at desc limit 1").fetchone()
+    downloads = []
+    for _ in range(2):  # two exports of different content: two copies served
+        client.predict(api_name="/history_list")  # the picker's choices, as opening the panel fills them
+        exported = client.predict(conversation_id, "en", api_name="/history_export")
+        downloads.append(httpx.get(exported["url"], timeout=30))
+        ask(client, "Another question to change the export.", language="en", history=False)
+        client.predict(conversation_id, "en", api_name="/history_open")
+        client.predict("A follow-up on patient K.", "", "en", "auto", "0", 16, "default", True, api_name="/chat")
+    assert [r.status_code for r in downloads] == [200, 200]
+    assert all("patient K" in r.text for r in downloads)
+    client.predict(api_name="/history_list")
+    client.predict(conversation_id, "en", api_name="/history_delete")
+    after = [httpx.get(r.url, timeout=30) for r in downloads]
+    assert [r.status_code for r in after] == [403, 403] and not any("patient K" in r.text for r in after)
 
 
 def test_model_tab_rejects_a_non_gguf_file(client: Client) -> None:

@@ -1,5 +1,6 @@
 """The Ask tab's History panel: saved conversations listed (date, first question, model), opened to
-continue, deleted one by one or all at once, exported as Markdown.
+continue, deleted one by one or all at once (each after a confirmation naming what goes), exported
+as Markdown.
 
 API names: ``history_list``, ``history_open`` (id), ``history_delete`` (id), ``history_delete_all``,
 ``history_export`` (id, returns the Markdown file).
@@ -7,6 +8,7 @@ API names: ``history_list``, ``history_open`` (id), ``history_delete`` (id), ``h
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from app.chat import Conversation
 from app.conversations import delete_all, delete_conversation, export_markdown, list_conversations, load_conversation
 from app.errors import UserError
 from app.gguf_metadata import printable
+from app.ui.cards import escape_markdown
 from app.ui.chat_view import conversation_messages
 from app.ui.i18n import t
 from app.ui.labels import Labeler
@@ -72,10 +75,21 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
             refresh_button = labeler.add(gr.Button(t("history_refresh", lang), elem_id="history-refresh"),
                                          "history_refresh", "value")
         with gr.Row():
-            delete_button = labeler.add(gr.Button(t("history_delete", lang), variant="stop", elem_id="history-delete"),
+            delete_button = labeler.add(gr.Button(t("history_delete", lang), elem_id="history-delete"),
                                         "history_delete", "value")
-            delete_all_button = labeler.add(gr.Button(t("history_delete_all", lang), variant="stop",
-                                                      elem_id="history-delete-all"), "history_delete_all", "value")
+            delete_all_button = labeler.add(gr.Button(t("history_delete_all", lang), elem_id="history-delete-all"),
+                                            "history_delete_all", "value")
+        with gr.Group(visible=False, elem_id="history-confirm") as confirm_box:
+            confirm_text = gr.Markdown(elem_id="history-confirm-text")
+            with gr.Row():
+                confirm_one = labeler.add(gr.Button(t("history_confirm_delete", lang), variant="stop", visible=False,
+                                                    elem_id="history-confirm-delete"),
+                                          "history_confirm_delete", "value")
+                confirm_all = labeler.add(gr.Button(t("history_confirm_delete_all", lang), variant="stop",
+                                                    visible=False, elem_id="history-confirm-delete-all"),
+                                          "history_confirm_delete_all", "value")
+                cancel_button = labeler.add(gr.Button(t("history_cancel", lang), elem_id="history-cancel"),
+                                            "history_cancel", "value")
         export_file = gr.File(label="Markdown", interactive=False, elem_id="history-file")
 
     def refresh() -> Any:
@@ -97,9 +111,33 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         return conversation_messages(loaded, ui_lang), loaded
 
     def forget_exports(conversation_ids: set[str]) -> None:
-        """Remove this server's exported files of deleted conversations."""
+        """Remove this server's exported files of deleted conversations, and the copies the web UI
+        serves as downloads (one per exported version, ``<cache>/<content hash>/<name>``)."""
         for conversation_id in conversation_ids:
+            name = export_path(conversation_id).name
             export_path(conversation_id).unlink(missing_ok=True)
+            for copy in Path(export_file.GRADIO_CACHE).glob(f"*/{name}"):
+                copy.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # its hash folder, unless something else is in it
+                    copy.parent.rmdir()
+
+    def ask_to_delete_one(conversation_id: str | None, ui_lang: str) -> tuple[Any, ...]:
+        """Name the chosen conversation and show the button that deletes it."""
+        gone = chosen(conversation_id, ui_lang)
+        title = next((label for label, value in conversation_choices(list_conversations(database)) if value == gone),
+                     None)
+        if title is None:
+            raise gr.Error(t("history_none", ui_lang))
+        message = t("history_confirm_one", ui_lang).format(title=escape_markdown(title))
+        return gr.update(visible=True), message, gr.update(visible=True), gr.update(visible=False)
+
+    def ask_to_delete_all(ui_lang: str) -> tuple[Any, ...]:
+        """Count the saved conversations and show the button that deletes them all."""
+        count = len(list_conversations(database))
+        if not count:
+            raise gr.Error(t("history_none", ui_lang))
+        message = t("history_confirm_all", ui_lang).format(count=count)
+        return gr.update(visible=True), message, gr.update(visible=False), gr.update(visible=True)
 
     def delete_one(conversation_id: str | None, current: Conversation | None, ui_lang: str) -> tuple[Any, ...]:
         gone = chosen(conversation_id, ui_lang)
@@ -110,8 +148,8 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         forget_exports({gone})
         state.engine.forget(gone)
         if current is not None and current.id == gone:  # its text leaves the screen too
-            return listing(), [], Conversation(), None
-        return listing(), gr.skip(), gr.skip(), None
+            return listing(), [], Conversation(), None, gr.update(visible=False)
+        return listing(), gr.skip(), gr.skip(), None, gr.update(visible=False)
 
     def delete_everything(current: Conversation | None) -> tuple[Any, ...]:
         try:
@@ -123,8 +161,8 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         for conversation_id in saved:
             state.engine.forget(conversation_id)
         if current is not None and current.id in saved:
-            return listing(), [], Conversation(), None
-        return listing(), gr.skip(), gr.skip(), None
+            return listing(), [], Conversation(), None, gr.update(visible=False)
+        return listing(), gr.skip(), gr.skip(), None, gr.update(visible=False)
 
     def export(conversation_id: str | None, ui_lang: str) -> str:
         try:
@@ -139,9 +177,14 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
     panel.expand(refresh, outputs=picker, api_name="history_list", queue=False)
     refresh_button.click(refresh, outputs=picker, api_name=False, queue=False)
     open_button.click(open_saved, inputs=[picker, ui_lang], outputs=[chatbot, conversation], api_name="history_open")
-    delete_button.click(delete_one, inputs=[picker, conversation, ui_lang],
-                        outputs=[picker, chatbot, conversation, export_file], api_name="history_delete")
-    delete_all_button.click(delete_everything, inputs=conversation,
-                            outputs=[picker, chatbot, conversation, export_file], api_name="history_delete_all")
+    asking = [confirm_box, confirm_text, confirm_one, confirm_all]
+    delete_button.click(ask_to_delete_one, inputs=[picker, ui_lang], outputs=asking, api_name=False, queue=False)
+    delete_all_button.click(ask_to_delete_all, inputs=ui_lang, outputs=asking, api_name=False, queue=False)
+    cancel_button.click(lambda: gr.update(visible=False), outputs=confirm_box, api_name=False, queue=False)
+    picker.change(lambda: gr.update(visible=False), outputs=confirm_box, api_name=False, queue=False)
+    confirm_one.click(delete_one, inputs=[picker, conversation, ui_lang],
+                      outputs=[picker, chatbot, conversation, export_file, confirm_box], api_name="history_delete")
+    confirm_all.click(delete_everything, inputs=conversation,
+                      outputs=[picker, chatbot, conversation, export_file, confirm_box], api_name="history_delete_all")
     export_button.click(export, inputs=[picker, ui_lang], outputs=export_file, api_name="history_export")
     return HistoryPanel(picker, refresh)

@@ -226,6 +226,13 @@ TEXT: dict[str, dict[str, str]] = {
     "history_export": {"ja": "Markdown でエクスポート", "en": "Export Markdown"},
     "history_refresh": {"ja": "一覧を更新", "en": "Refresh list"},
     "history_none": {"ja": "会話を選んでください", "en": "Choose a conversation"},
+    "history_confirm_one": {"ja": "この会話を削除しますか？元に戻せません：{title}",
+                            "en": "Delete this conversation? This cannot be undone: {title}"},
+    "history_confirm_all": {"ja": "保存された会話 {count} 件をすべて削除しますか？元に戻せません。",
+                            "en": "Delete all {count} saved conversations? This cannot be undone."},
+    "history_confirm_delete": {"ja": "削除する", "en": "Yes, delete"},
+    "history_confirm_delete_all": {"ja": "すべて削除する", "en": "Yes, delete all"},
+    "history_cancel": {"ja": "キャンセル", "en": "Cancel"},
 }
 
 LANGUAGE_CHOICES = {
