@@ -262,6 +262,9 @@ def test_deleting_a_saved_conversation_asks_first_and_cancel_keeps_it(browser: A
     page.locator("#history-panel .label-wrap").click()
     page.locator("#history-pick input").click()
     page.get_by_role("option", name=re.compile(re.escape(question[:30]))).click()
+    send(page, "And the follow-up?")  # saving this answer refreshes the list: the choice stays
+    wait_answers(page, 2)
+    expect(page.locator("#history-pick input")).to_have_value(re.compile(re.escape(question[:30]) + ".*[(]2[)]"))
     confirm = page.locator("#history-confirm")
     page.locator("#history-delete").click()
     expect(page.locator("#history-confirm-text")).to_contain_text(question[:30])
@@ -273,4 +276,39 @@ def test_deleting_a_saved_conversation_asks_first_and_cancel_keeps_it(browser: A
     wait_for(lambda: not saved_turns(db, question), timeout=30, what="the conversation deleted")
     expect(confirm).to_be_hidden()
     wait_for(lambda: not bot_texts(page), timeout=10, what="its text off the screen")  # it was the open one
+    page.context.close()
+
+
+def test_a_refused_send_leaves_stop_disabled(browser: Any, ui_server: Server) -> None:
+    from playwright.sync_api import expect
+
+    page = open_chat(browser, ui_server)
+    page.locator("#chat-input textarea").press("Enter")  # an empty question: refused with a message
+    expect(page.get_by_text("The question is empty").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#stop")).to_be_disabled(timeout=10_000)
+    page.context.close()
+
+
+def test_stop_pressed_while_waiting_for_the_model_stops_that_question(browser: Any, ui_server: Server,
+                                                                      app_data_dir: Path) -> None:
+    """Another user's long answer holds the model; Stop on a question still waiting must stop it too."""
+    from playwright.sync_api import expect
+
+    busy_page = open_chat(browser, ui_server, max_tokens=512)
+    send(busy_page, "Write a long essay on the history of surgery.")
+    wait_for(lambda: any(text.strip() for text in bot_texts(busy_page)), what="the first answer to start")
+    page = open_chat(browser, ui_server, max_tokens=64)
+    page.locator("#keep-history input").check()
+    question = "Queued question, stopped before it began."
+    send(page, question)
+    expect(page.locator("#stop")).to_be_enabled(timeout=10_000)
+    page.locator("#stop").click()
+    busy_page.locator("#stop").click()
+    wait_answers(page, 1)
+    db = app_data_dir / "ui-tests.db"
+    wait_for(lambda: bool(saved_turns(db, question)), timeout=30, what="the stopped turn saved")
+    (_, _, reason), = saved_turns(db, question)
+    assert reason == "cancelled"
+    assert "停止しました" in bot_texts(page)[-1]
+    busy_page.context.close()
     page.context.close()

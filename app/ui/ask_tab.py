@@ -161,28 +161,28 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         chat = chat or Conversation()
         question, limit, switch = question or "", int(token_limit), THINKING.get(thinking_choice)
         options = parse_choices(raw_choices)
-        cancel = cancels.fresh(request)
-        try:
-            validate(Query(text=question, choices=options, max_tokens=limit))
-            if options:
-                reply = answer_choices(engine, chat, question, options, cancel, limit, answer_lang,
-                                       None if template_name == AUTO_TEMPLATE else template_name, int(shot_count))
-            else:
-                room = fit(engine, chat, question, limit, switch, answer_lang, cancel)
-                if room.drop is None:
-                    raise gr.Error(t("too_long_alone", ui_lang).format(n_ctx=room.n_ctx, max_tokens=limit))
-                if room.drop and not agree_drop:
-                    yield (gr.skip(), gr.skip(), chat, gr.skip(), gr.update(visible=True),
-                           t("context_full", ui_lang).format(n=room.drop, n_ctx=room.n_ctx),
-                           t("drop_and_send", ui_lang).format(n=room.drop))
-                    return
-                reply = answer(engine, chat, question, cancel, limit, switch, room.drop, answer_lang)
-        except EngineBusy:
-            yield busy(chat, ui_lang)
-            return
-        except UserError as exc:
-            raise gr.Error(str(exc)) from exc
-        yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
+        with cancels.claimed(request) as cancel:
+            try:
+                validate(Query(text=question, choices=options, max_tokens=limit))
+                if options:
+                    reply = answer_choices(engine, chat, question, options, cancel, limit, answer_lang,
+                                           None if template_name == AUTO_TEMPLATE else template_name, int(shot_count))
+                else:
+                    room = fit(engine, chat, question, limit, switch, answer_lang, cancel)
+                    if room.drop is None:
+                        raise gr.Error(t("too_long_alone", ui_lang).format(n_ctx=room.n_ctx, max_tokens=limit))
+                    if room.drop and not agree_drop:
+                        yield (gr.skip(), gr.skip(), chat, gr.skip(), gr.update(visible=True),
+                               t("context_full", ui_lang).format(n=room.drop, n_ctx=room.n_ctx),
+                               t("drop_and_send", ui_lang).format(n=room.drop))
+                        return
+                    reply = answer(engine, chat, question, cancel, limit, switch, room.drop, answer_lang)
+            except EngineBusy:
+                yield busy(chat, ui_lang)
+                return
+            except UserError as exc:
+                raise gr.Error(str(exc)) from exc
+            yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
 
     def drop_and_send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str,
                       template_name: str, shot_count: str, token_limit: float, thinking_choice: str, history_on: bool,
@@ -194,15 +194,15 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                         ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
         engine = state.engine
         chat = chat or Conversation()
-        cancel = cancels.fresh(request)
-        try:
-            reply = regenerate(engine, chat, cancel, int(token_limit), THINKING.get(thinking_choice))
-        except EngineBusy:
-            yield busy(chat, ui_lang)
-            return
-        except UserError as exc:
-            raise gr.Error(str(exc)) from exc
-        yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
+        with cancels.claimed(request) as cancel:
+            try:
+                reply = regenerate(engine, chat, cancel, int(token_limit), THINKING.get(thinking_choice))
+            except EngineBusy:
+                yield busy(chat, ui_lang)
+                return
+            except UserError as exc:
+                raise gr.Error(str(exc)) from exc
+            yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
 
     def new_conversation(request: gr.Request) -> tuple[Any, ...]:
         """An empty conversation; an answer still running is stopped (kept in history as stopped), so the
@@ -214,13 +214,18 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
     send_inputs = [message, conversation, choices, language, template, shots, max_tokens, thinking, keep_history,
                    ui_lang]
     answering: dict[str, Any] = {"outputs": outputs, "concurrency_limit": "default"}  # as many as the engine's slots
-    saved: dict[str, Any] = {"fn": history_list.refresh, "outputs": history_list.picker, "api_visibility": "private"}
+    saved: dict[str, Any] = {"fn": history_list.refresh, "inputs": history_list.picker, "outputs": history_list.picker,
+                             "api_visibility": "private"}
 
-    def stop_while(running: bool) -> dict[str, Any]:
-        """An event that makes Stop usable (red) while an answer runs, and disabled (grey) when none does."""
-        return {"fn": lambda: gr.update(interactive=running, variant="stop" if running else "secondary"),
-                "outputs": stop_button, "queue": False, "show_progress": "hidden", "api_visibility": "private"}
+    quick: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
 
+    def starting(request: gr.Request) -> dict[str, Any]:
+        """Stop usable (red) from the click on, with a cancel flag armed: the answer may wait for the model."""
+        cancels.arm(request)
+        return gr.update(interactive=True, variant="stop")
+
+    ended: dict[str, Any] = {"fn": lambda: gr.update(interactive=False, variant="secondary"), "outputs": stop_button,
+                             **quick}
     for trigger, fn, inputs, name in (
         (send_button.click, send, send_inputs, "chat"),
         (message.submit, send, send_inputs, False),
@@ -228,8 +233,10 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         (regenerate_button.click, regenerate_last, [conversation, max_tokens, thinking, keep_history, ui_lang],
          "regenerate"),
     ):
-        trigger(**stop_while(True)).then(fn, inputs=inputs, api_name=name, **answering).then(**saved).then(
-            **stop_while(False))
+        answered = trigger(starting, outputs=stop_button, **quick).then(fn, inputs=inputs, api_name=name,
+                                                                        **answering)
+        answered.then(**saved).then(**ended)
+        answered.failure(**ended)  # a refused question (empty, too long): Stop greys out again
     for start_over, name in ((new_button.click, "new_conversation"), (note_new.click, False), (chatbot.clear, False)):
         start_over(new_conversation, inputs=None, outputs=outputs, api_name=name, queue=False).then(**saved)
 

@@ -255,16 +255,16 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
             dataset = datasets.get(name)
         except UserError as exc:
             raise gr.Error(t("bench_no_data_run", ui_lang).format(error=exc)) from exc
-        cancel = cancels.fresh(request)
         last = None
         try:
             config = RunConfig(spec_for(set_name, dataset), _languages(languages), mode,
                                limit=int(limit) if limit else None, data=name)
-            events = run_benchmark(state.engine, state.options.database, config, cancel, dataset)
-            with contextlib.closing(live.follow(events, cancel)) as followed:
-                for last in followed:  # after each answer, and every second between them
-                    progress((last.done, last.total), unit=t("bench_unit", ui_lang),
-                             desc=live.progress_text(ui_lang))
+            with cancels.claimed(request) as cancel:
+                events = run_benchmark(state.engine, state.options.database, config, cancel, dataset)
+                with contextlib.closing(live.follow(events, cancel)) as followed:
+                    for last in followed:  # after each answer, and every second between them
+                        progress((last.done, last.total), unit=t("bench_unit", ui_lang),
+                                 desc=live.progress_text(ui_lang))
         except UserError as exc:
             raise gr.Error(t("bench_failed", ui_lang).format(error=exc)) from exc
         if last is None:  # run_benchmark always yields at least its first and last events
@@ -274,11 +274,16 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id,
                table_view.runs]
     hidden: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
-    run_button.click(lambda: (*controls(True), gr.Timer(active=False)),
-                     outputs=[run_button, stop_button, watch_timer], **hidden).then(
+    def starting(request: gr.Request) -> tuple[Any, ...]:
+        """Run disabled and Stop usable from the click on, with a cancel flag armed: the run may wait its turn."""
+        cancels.arm(request)
+        return *controls(True), gr.Timer(active=False)
+
+    ran = run_button.click(starting, outputs=[run_button, stop_button, watch_timer], **hidden).then(
         run, inputs=[set_name, languages, mode, limit, ui_lang, panel.data], outputs=outputs,
-        api_name="self_benchmark", concurrency_limit=1, show_progress_on=status).then(
-        lambda: controls(False), outputs=[run_button, stop_button], **hidden)
+        api_name="self_benchmark", concurrency_limit=1, show_progress_on=status)
+    for after in (ran.then, ran.failure):  # a refused or failed run gives the buttons back too
+        after(lambda: controls(False), outputs=[run_button, stop_button], **hidden)
 
     def watch_on_load(ui_lang: str) -> tuple[Any, Any]:
         """A page opened while a run runs here shows its progress, and follows it."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import gradio as gr
 
@@ -14,28 +16,52 @@ def _session(request: gr.Request) -> str:
 
 class CancelFlag(threading.Event):
     """Set to stop a piece of work; ``abandoned`` too when its result is no longer wanted on the page (New
-    conversation), so the work must not show it."""
+    conversation), so the work must not show it. ``claimed`` once the work has begun with it."""
 
     abandoned = False
+    claimed = False
 
 
 class CancelRegistry:
-    """The latest cancel flag of each browser session."""
+    """Each browser session's cancel flags: those of the work it runs, and one armed for work still waiting.
+
+    Work may wait in the queue while the model serves others; Stop pressed then must stop it too, before
+    it begins. So the click that starts work arms a flag at once (:meth:`arm`, outside the queue), the
+    work takes that flag when it begins (:meth:`claimed`), and Stop sets every flag the session holds.
+    """
 
     def __init__(self) -> None:
-        self._events: dict[str, CancelFlag] = {}
+        self._flags: dict[str, list[CancelFlag]] = {}
         self._lock = threading.Lock()
 
-    def fresh(self, request: gr.Request) -> CancelFlag:
-        """A new, unset flag for the next piece of work of ``request``'s session."""
+    def arm(self, request: gr.Request) -> None:
+        """A fresh flag for the next piece of work of ``request``'s session, which may have to wait."""
         with self._lock:
-            event = self._events[_session(request)] = CancelFlag()
-            return event
+            flags = self._flags.setdefault(_session(request), [])
+            flags[:] = [flag for flag in flags if flag.claimed]  # armed for work that was refused: not needed
+            flags.append(CancelFlag())
+
+    @contextlib.contextmanager
+    def claimed(self, request: gr.Request) -> Iterator[CancelFlag]:
+        """The flag of work of ``request``'s session that begins now, until it ends: the one armed for it
+        (already set if Stop was pressed while it waited), or a new one (API calls arm nothing)."""
+        with self._lock:
+            flags = self._flags.setdefault(_session(request), [])
+            flag = flags[-1] if flags and not flags[-1].claimed else CancelFlag()
+            if flag not in flags:
+                flags.append(flag)
+            flag.claimed = True
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                if flag in flags:
+                    flags.remove(flag)
 
     def cancel(self, request: gr.Request, abandon: bool = False) -> None:
-        """Set the current flag of ``request``'s session, if it has one (``abandon``: see :class:`CancelFlag`)."""
+        """Set every flag of ``request``'s session (``abandon``: see :class:`CancelFlag`)."""
         with self._lock:
-            event = self._events.get(_session(request))
-        if event is not None:
-            event.abandoned = event.abandoned or abandon
-            event.set()
+            flags = list(self._flags.get(_session(request), []))
+        for flag in flags:
+            flag.abandoned = flag.abandoned or abandon
+            flag.set()

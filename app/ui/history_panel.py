@@ -35,7 +35,7 @@ class HistoryPanel:
     """The list of saved conversations, and the function that refreshes it (after a turn is saved)."""
 
     picker: gr.Dropdown
-    refresh: Callable[[], Any]
+    refresh: Callable[[str | None], Any]
 
 
 def conversation_choices(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -79,7 +79,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
                                         "history_delete", "value")
             delete_all_button = labeler.add(gr.Button(t("history_delete_all", lang), elem_id="history-delete-all"),
                                             "history_delete_all", "value")
-        with gr.Group(visible=False, elem_id="history-confirm") as confirm_box:
+        with gr.Column(visible=False, elem_id="history-confirm") as confirm_box:
             confirm_text = gr.Markdown(elem_id="history-confirm-text")
             with gr.Row():
                 confirm_one = labeler.add(gr.Button(t("history_confirm_delete", lang), variant="stop", visible=False,
@@ -92,9 +92,10 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
                                             "history_cancel", "value")
         export_file = gr.File(label="Markdown", interactive=False, elem_id="history-file")
 
-    def refresh() -> Any:
+    def refresh(selected: str | None = None) -> Any:
+        """The saved conversations, keeping ``selected`` chosen while it is still there."""
         try:
-            return listing()
+            return listing(selected)
         except UserError as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -175,7 +176,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         return str(path)
 
     panel.expand(refresh, outputs=picker, api_name="history_list", queue=False)
-    refresh_button.click(refresh, outputs=picker, api_name=False, queue=False)
+    refresh_button.click(refresh, inputs=picker, outputs=picker, api_name=False, queue=False)
     open_button.click(open_saved, inputs=[picker, ui_lang], outputs=[chatbot, conversation], api_name="history_open")
     asking = [confirm_box, confirm_text, confirm_one, confirm_all]
     delete_button.click(ask_to_delete_one, inputs=[picker, ui_lang], outputs=asking, api_name=False, queue=False)
