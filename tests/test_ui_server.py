@@ -63,9 +63,16 @@ def test_ui_multiple_choice_names_the_option_its_answer_picks(client: Client) ->
     assert chosen.startswith(escape_markdown(expected or t("abstained", "ja")))
 
 
-def test_empty_question_is_a_clear_error(client: Client) -> None:
+def test_empty_question_is_a_clear_error_and_one_log_line(client: Client, ui_server: Server) -> None:
+    logged = ui_server.log_path.stat().st_size
     with pytest.raises(Exception, match="The question is empty"):
         ask(client, "  ")
+    with ui_server.log_path.open(encoding="utf-8") as log:
+        log.seek(logged)
+        lines = log.read().splitlines()
+    assert [line for line in lines if "The question is empty" in line] == [
+        "INFO app.ui.refused: refused: The question is empty. / 質問が空です。"]
+    assert not any("Traceback" in line for line in lines)  # a user's slip is not a server failure
 
 
 def test_history_is_stored_only_when_turned_on(client: Client, ui_server: Server) -> None:

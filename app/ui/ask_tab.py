@@ -28,6 +28,7 @@ from app.ui.history_panel import build_history_panel
 from app.ui.i18n import LANGUAGE_CHOICES, THINKING_CHOICES, t
 from app.ui.ime_guard import CHAT_INPUT_ID
 from app.ui.labels import LANGUAGE_OPTIONS, THINKING_OPTIONS, Labeler
+from app.ui.refused import Refused
 from app.ui.state import AppState
 
 AUTO_TEMPLATE = "auto"
@@ -141,7 +142,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                 except UserError as exc:
                     not_saved = exc
         if not_saved is not None:
-            raise gr.Error(str(not_saved))
+            raise Refused(str(not_saved))
         if cancel.abandoned:  # a yield already on its way may have shown this conversation again: clear it
             yield [], gr.skip(), Conversation(), gr.skip(), *hidden_note
             return
@@ -170,7 +171,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                 else:
                     room = fit(engine, chat, question, limit, switch, answer_lang, cancel)
                     if room.drop is None:
-                        raise gr.Error(t("too_long_alone", ui_lang).format(n_ctx=room.n_ctx, max_tokens=limit))
+                        raise Refused(t("too_long_alone", ui_lang).format(n_ctx=room.n_ctx, max_tokens=limit))
                     if room.drop and not agree_drop:
                         yield (gr.skip(), gr.skip(), chat, gr.skip(), gr.update(visible=True),
                                t("context_full", ui_lang).format(n=room.drop, n_ctx=room.n_ctx),
@@ -181,7 +182,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                 yield busy(chat, ui_lang)
                 return
             except UserError as exc:
-                raise gr.Error(str(exc)) from exc
+                raise Refused(str(exc)) from exc
             yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
 
     def drop_and_send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str,
@@ -201,7 +202,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                 yield busy(chat, ui_lang)
                 return
             except UserError as exc:
-                raise gr.Error(str(exc)) from exc
+                raise Refused(str(exc)) from exc
             yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
 
     def new_conversation(request: gr.Request) -> tuple[Any, ...]:

@@ -41,6 +41,7 @@ from app.ui.bench_table_view import TableView
 from app.ui.cancels import CancelRegistry
 from app.ui.i18n import t
 from app.ui.labels import Labeler
+from app.ui.refused import Refused
 from app.ui.state import AppState
 
 MODE_CHOICES = [(f"{m.label_en} / {m.label_ja}", m.name) for m in MODES.values() if m.in_ui]
@@ -254,7 +255,7 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         try:
             dataset = datasets.get(name)
         except UserError as exc:
-            raise gr.Error(t("bench_no_data_run", ui_lang).format(error=exc)) from exc
+            raise Refused(t("bench_no_data_run", ui_lang).format(error=exc)) from exc
         last = None
         try:
             config = RunConfig(spec_for(set_name, dataset), _languages(languages), mode,
@@ -266,9 +267,9 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
                         progress((last.done, last.total), unit=t("bench_unit", ui_lang),
                                  desc=live.progress_text(ui_lang))
         except UserError as exc:
-            raise gr.Error(t("bench_failed", ui_lang).format(error=exc)) from exc
+            raise Refused(t("bench_failed", ui_lang).format(error=exc)) from exc
         if last is None:  # run_benchmark always yields at least its first and last events
-            raise gr.Error(t("bench_failed", ui_lang).format(error="no progress"))
+            raise Refused(t("bench_failed", ui_lang).format(error="no progress"))
         return render(last.run_id, dataset, done_text(last, ui_lang), ui_lang)
 
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id,
@@ -307,11 +308,11 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
 
     def export(run_id: float | None) -> str:
         if not run_id:
-            raise gr.Error("Choose a run to export")
+            raise Refused("Choose a run to export")
         try:
             db = open_db(state.options.database)
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         try:
             run_row = store.get_run(db, int(run_id))
             # one file per run, rewritten on each export, in this server's private folder (gone at exit)
@@ -319,7 +320,7 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
             with open_export(path) as handle:
                 write_export(db, run_row, "csv", handle)
         except store.RunNotFound as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         finally:
             db.close()
         return str(path)

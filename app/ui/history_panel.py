@@ -25,6 +25,7 @@ from app.ui.cards import escape_markdown
 from app.ui.chat_view import conversation_messages
 from app.ui.i18n import t
 from app.ui.labels import Labeler
+from app.ui.refused import Refused
 from app.ui.state import AppState
 
 LISTED_TITLE_CHARS = 40
@@ -97,18 +98,18 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         try:
             return listing(selected)
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
 
     def chosen(conversation_id: str | None, ui_lang: str) -> str:
         if not conversation_id:
-            raise gr.Error(t("history_none", ui_lang))
+            raise Refused(t("history_none", ui_lang))
         return conversation_id
 
     def open_saved(conversation_id: str | None, ui_lang: str) -> tuple[Any, ...]:
         try:
             loaded = load_conversation(database, chosen(conversation_id, ui_lang))
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         return conversation_messages(loaded, ui_lang), loaded
 
     def forget_exports(conversation_ids: set[str]) -> None:
@@ -128,7 +129,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         title = next((label for label, value in conversation_choices(list_conversations(database)) if value == gone),
                      None)
         if title is None:
-            raise gr.Error(t("history_none", ui_lang))
+            raise Refused(t("history_none", ui_lang))
         message = t("history_confirm_one", ui_lang).format(title=escape_markdown(title))
         return gr.update(visible=True), message, gr.update(visible=True), gr.update(visible=False)
 
@@ -136,7 +137,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         """Count the saved conversations and show the button that deletes them all."""
         count = len(list_conversations(database))
         if not count:
-            raise gr.Error(t("history_none", ui_lang))
+            raise Refused(t("history_none", ui_lang))
         message = t("history_confirm_all", ui_lang).format(count=count)
         return gr.update(visible=True), message, gr.update(visible=False), gr.update(visible=True)
 
@@ -145,7 +146,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         try:
             delete_conversation(database, gone)
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         forget_exports({gone})
         state.engine.forget(gone)
         if current is not None and current.id == gone:  # its text leaves the screen too
@@ -157,7 +158,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
             saved = {row["id"] for row in list_conversations(database)}
             delete_all(database)
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         forget_exports(saved)
         for conversation_id in saved:
             state.engine.forget(conversation_id)
@@ -169,7 +170,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
         try:
             loaded = load_conversation(database, chosen(conversation_id, ui_lang))
         except UserError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         path = export_path(loaded.id)
         with open_export(path) as handle:
             handle.write(export_markdown(loaded))

@@ -30,6 +30,7 @@ from app.ui.i18n import (
     t,
 )
 from app.ui.labels import Labeler
+from app.ui.refused import Refused
 from app.ui.state import AppState, LoadedModel
 from app.ui.system_panel import build_system_panel
 
@@ -109,7 +110,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
 
     def refresh(request: gr.Request) -> tuple[Any, list[list[Any]]]:
         if not state.may_load_models(request.username):
-            raise gr.Error(refusal_text(state))
+            raise Refused(refusal_text(state))
         return gr.update(choices=model_names()), log_rows()
 
     refresh_button.click(refresh, inputs=None, outputs=[pick, log_table], queue=False, api_name="refresh_models")
@@ -135,7 +136,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
              progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:  # noqa: B008
         requested = (name or "").strip()
         if not requested and state.may_load_models(request.username):  # nothing chosen: not an attempt to log
-            raise gr.Error(MODEL_CHOOSE)
+            raise Refused(MODEL_CHOOSE)
         address = _client_address(request)
 
         def log(outcome: str, file_name: str, message: str = "", engine: LocalEngine | None = None) -> None:
@@ -153,7 +154,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
                 raise
             log(LOADED, engine.card.file_name, engine=engine)
         except (UserError, OSError) as exc:
-            raise gr.Error(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         progress(1.0, desc="Loaded / 読み込み完了")
         loaded = state.replace_engine(engine, request.username, address)
         return current_model_markdown(loaded), log_rows()

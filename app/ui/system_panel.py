@@ -12,6 +12,7 @@ import gradio as gr
 
 from app.doctor import MARKS, DoctorOptions, Report, detail_lines, run_doctor
 from app.ui.cards import escape_markdown
+from app.ui.refused import Refused
 from app.ui.state import AppState
 
 TITLE = "System / システム"
@@ -48,7 +49,7 @@ def build_system_panel(state: AppState) -> None:
 
     def run(request: gr.Request) -> str:
         if not state.is_admin(request.username):
-            raise gr.Error(ADMIN_ONLY)
+            raise Refused(ADMIN_ONLY)
         report = run_doctor(doctor_options(state))
         note = "" if state.engine.card.endpoint else f"\n\n{escape_markdown(LOADED_NOTE)}"
         return report_markdown(report) + note
