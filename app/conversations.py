@@ -17,6 +17,7 @@ import sqlite_utils
 from app.chat import NOTICE, Conversation, Stamp, Turn
 from app.db import connect
 from app.errors import UserError
+from app.safe_markdown import safe_markdown
 from app.timestamps import utc_now
 
 ENDINGS = {"cancelled": "*(stopped before the end / 途中で停止しました)*",  # finish reason -> the export's note
@@ -114,25 +115,28 @@ def delete_all(db_path: Path | str) -> int:
 
 def export_markdown(conversation: Conversation) -> str:
     """The conversation as Markdown: notice, title, date, then each question, reasoning (quoted),
-    answer, chosen option and model stamp."""
-    lines = [f"# {_one_line(conversation.title) or 'Conversation / 会話'}", "", f"*{NOTICE}*", "",
+    answer, chosen option and model stamp. What the user, the model or a model file wrote goes through
+    :func:`safe_markdown`: a Markdown viewer opening the file loads and runs nothing from it."""
+    title = safe_markdown(_one_line(conversation.title)) or "Conversation / 会話"
+    lines = [f"# {title}", "", f"*{NOTICE}*", "",
              f"- date / 日付: {conversation.created_at}", f"- turns / 回数: {len(conversation.turns)}"]
     if conversation.dropped:
         lines.append(f"- the oldest {conversation.dropped} turn(s) were left out of the model's context "
                      f"/ 最初の{conversation.dropped}回分はモデルの文脈から外されました")
     for number, turn in enumerate(conversation.turns, start=1):
-        lines += ["", "---", "", f"## {number}. 質問 / Question", "", turn.question]
+        lines += ["", "---", "", f"## {number}. 質問 / Question", "", safe_markdown(turn.question)]
         if turn.choices:
-            lines += ["", *(f"- {line}" for line in turn.user_text().splitlines()[1:])]
+            lines += ["", *(f"- {safe_markdown(line)}" for line in turn.user_text().splitlines()[1:])]
         lines += ["", "### 回答 / Answer", ""]
         if turn.thinking:
-            lines += ["> 思考過程 / reasoning", ">", *(f"> {line}".rstrip() for line in turn.thinking.splitlines()), ""]
-        lines.append(turn.answer)
+            reasoning = safe_markdown(turn.thinking).splitlines()
+            lines += ["> 思考過程 / reasoning", ">", *(f"> {line}".rstrip() for line in reasoning), ""]
+        lines.append(safe_markdown(turn.answer))
         if turn.stamp.finish_reason in ENDINGS:
             lines += ["", ENDINGS[turn.stamp.finish_reason]]
         if turn.chosen:
-            lines += ["", f"**Chosen option / 選択肢:** {turn.chosen}"]
-        lines += ["", f"Model / モデル: {turn.stamp.text()} · {turn.asked_at}"]
+            lines += ["", f"**Chosen option / 選択肢:** {safe_markdown(turn.chosen)}"]
+        lines += ["", f"Model / モデル: {safe_markdown(turn.stamp.text())} · {turn.asked_at}"]
     return "\n".join(lines) + "\n"
 
 

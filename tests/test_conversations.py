@@ -141,6 +141,19 @@ def test_markdown_export_says_which_answers_were_stopped_or_cut_off() -> None:
     assert "Cut\n\n*(cut off at the length limit / 長さの上限で打ち切り)*\n" in text
 
 
+def test_markdown_export_runs_nothing_a_model_or_model_file_wrote() -> None:
+    # A Markdown viewer (many render HTML) opening the export must not run or load what the model wrote.
+    hostile = '<img src=x onerror="alert(1)"> see ![x](http://evil/p.png) and <script>steal()</script>'
+    conversation = Conversation(turns=[make_turn("<b>Q</b>", hostile, choices=("<i>a</i>", "b"), chosen="(a) <i>a</i>",
+                                                 thinking="<iframe src=//x>",
+                                                 stamp=replace(STAMP, file_name="<svg onload=x>.gguf"))])
+    text = export_markdown(conversation)
+    assert "<" not in text.replace("&lt;", "")  # not one live tag
+    assert "&lt;img src=x" in text and "&lt;script&gt;" not in text  # shown as text, readable
+    assert "(`http://evil/p.png`)" in text and "![" not in text  # the image is not loaded
+    assert "&lt;svg onload=x>.gguf" in text
+
+
 def test_an_older_database_gains_the_tables_and_keeps_its_rows(tmp_path: Path) -> None:
     db = Path(shutil.copy(FIXTURE, tmp_path / "jmedllm.db"))
     conversation = Conversation()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.ui.safe_markdown import safe_markdown
+from app.safe_markdown import safe_markdown
 
 
 @pytest.mark.parametrize(("text", "expected"), [

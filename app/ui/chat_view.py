@@ -10,9 +10,9 @@ from typing import Any
 
 from app.chat import Conversation, Stamp, Turn
 from app.extraction import LETTERS
+from app.safe_markdown import safe_markdown
 from app.ui.cards import escape_markdown
 from app.ui.i18n import t
-from app.ui.safe_markdown import safe_markdown
 
 REASONING_TITLE = "思考過程 / reasoning"
 ENDINGS = {"cancelled": "stopped", "length": "cut_off"}  # finish reason -> the note under an answer it cut short
