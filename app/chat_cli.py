@@ -13,7 +13,7 @@ import click
 
 from app.chat import NOTICE, Conversation, Reply, answer, fit
 from app.cli import engine_options, load_engine
-from app.conversations import save_turn
+from app.conversations import list_conversations, load_conversation, resolve_conversation_id, save_turn
 from app.db import check_writable, default_db_path
 from app.engines.base import Engine
 from app.errors import UserError
@@ -41,16 +41,27 @@ CUT_OFF = ("[cut off at the length limit: raise --max-tokens (now {n}) "
 @click.option("--history/--no-history", default=False, show_default=True,
               help="Keep the conversation in the local SQLite database.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SQLite database for --history (default: in the user data folder).")
+              help="SQLite database for --history, --list and --resume (default: in the user data folder).")
+@click.option("--list", "list_saved", is_flag=True, help="List the saved conversations, newest first, and leave.")
+@click.option("--resume", metavar="ID", help="Go on with a saved conversation (its id from --list, or the start "
+              "of it); its new turns are saved too.")
 @engine_options
-def chat(lang: str, max_tokens: int, thinking: bool | None, history: bool, db: Path | None,
-         engine_spec: EngineSpec) -> None:
+def chat(lang: str, max_tokens: int, thinking: bool | None, history: bool, db: Path | None, list_saved: bool,
+         resume: str | None, engine_spec: EngineSpec) -> None:
     """Talk with the model: each question follows up on the conversation so far."""
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401 (line editing for input() at a terminal)
-    db_path = (db or default_db_path()) if history else None
+    if list_saved:
+        show_saved(db or default_db_path())
+        return
+    db_path = (db or default_db_path()) if history or resume else None
     if db_path is not None:
         check_writable(db_path)  # a bad --db fails now, not after the model has loaded
+    try:
+        conversation = load_conversation(db_path, resolve_conversation_id(db_path, resume)) \
+            if db_path is not None and resume else Conversation()
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
     engine = load_engine(engine_spec)
     try:
         click.echo(f"[{NOTICE}]", err=True)
@@ -59,7 +70,9 @@ def chat(lang: str, max_tokens: int, thinking: bool | None, history: bool, db: P
         if db_path is not None:
             click.echo(f"[history on: conversations are saved in {db_path}]", err=True)
         click.echo(HELP, err=True)
-        session = ChatSession(engine, lang, max_tokens, thinking, db_path)
+        if conversation.turns:
+            show_earlier(conversation)
+        session = ChatSession(engine, lang, max_tokens, thinking, db_path, conversation)
         with contextlib.suppress(EOFError, KeyboardInterrupt):
             while session.step(input("> ")):
                 pass
@@ -72,13 +85,13 @@ class ChatSession:
     """One terminal conversation: reads a line, answers it, keeps (and optionally saves) the turns."""
 
     def __init__(self, engine: Engine, lang: str, max_tokens: int, thinking: bool | None,
-                 db_path: Path | None) -> None:
+                 db_path: Path | None, conversation: Conversation | None = None) -> None:
         self.engine = engine
         self.lang = lang
         self.max_tokens = max_tokens
         self.thinking = thinking
         self.db_path = db_path
-        self.conversation = Conversation()
+        self.conversation = conversation or Conversation()
 
     def step(self, line: str) -> bool:
         """Handle one input line; False when the user leaves."""
@@ -130,6 +143,33 @@ class ChatSession:
         click.echo(f"[{turn.stamp.text()}]", err=True)
         if self.db_path is not None:
             save_turn(self.db_path, self.conversation, turn)
+
+
+def show_saved(db_path: Path) -> None:
+    """The saved conversations, newest first: id (enough of it for --resume), date, turns, model, first question."""
+    from app.terminal_columns import fit as columns_fit
+
+    try:
+        saved = list_conversations(db_path)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not saved:
+        click.echo(f"No saved conversations in {db_path}. Keep one with: jmedllm chat --history")
+        return
+    click.echo(f"{'id':<12}  {'updated (UTC)':<16}  {'turns':>5}  {'model':<32}  first question")
+    for row in saved:
+        click.echo(f"{row['id'][:12]}  {row['updated_at'][:16].replace('T', ' '):<16}  {row['n_turns']:>5}  "
+                   f"{columns_fit(printable(row['model_file'] or ''), 32)}  "
+                   f"{columns_fit(printable(' '.join(row['title'].split())), 48).rstrip()}")
+
+
+def show_earlier(conversation: Conversation) -> None:
+    """The resumed conversation's turns so far, as they were asked and answered."""
+    click.echo(f"[resumed: {len(conversation.turns)} earlier turn(s) / 会話を再開]", err=True)
+    for turn in conversation.turns:
+        click.echo(f"> {terminal_safe(turn.user_text())}")
+        click.echo(terminal_safe(turn.answer))
+        click.echo(f"[{turn.stamp.text()}]", err=True)
 
 
 def show(reply: Reply) -> None:

@@ -72,6 +72,18 @@ def list_conversations(db_path: Path | str) -> list[dict[str, Any]]:
             "group by c.id order by c.updated_at desc, c.rowid desc")]
 
 
+def resolve_conversation_id(db_path: Path | str, start: str) -> str:
+    """The id of the one saved conversation whose id is or begins with ``start`` (ids are listed cut short)."""
+    start = start.strip().lower()
+    matches = [row["id"] for row in list_conversations(db_path) if start and row["id"].startswith(start)]
+    if len(matches) > 1:
+        raise UserError(f"{len(matches)} saved conversations have an id beginning with {start!r}: give more of it. "
+                        f"/ {start!r} で始まる会話が複数あります。")
+    if not matches:
+        raise ConversationNotFound(start)
+    return matches[0]
+
+
 def load_conversation(db_path: Path | str, conversation_id: str) -> Conversation:
     """The saved conversation ``conversation_id``, to read or continue."""
     if not Path(db_path).exists():

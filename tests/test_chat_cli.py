@@ -123,6 +123,37 @@ def test_history_keeps_each_conversation_and_new_starts_another(demo_model_path:
     assert all(t.stamp.sha256 == DEMO_SHA256 and t.stamp.completion_tokens > 0 for t in earlier.turns)
 
 
+def test_list_then_resume_a_saved_conversation(demo_model_path: Path, tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    first = run_chat("--max-tokens", "8", "--history", "--db", str(db), lines=["高血圧の第一選択薬は？", "/quit"])
+    assert first.returncode == 0, first.stderr
+    (saved,) = list_conversations(db)
+    listed = subprocess.run([*CHAT, "--list", "--db", str(db)], capture_output=True, text=True, timeout=120,
+                            cwd=REPO_ROOT)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:2] == ["id", "updated"]
+    assert row.startswith(saved["id"][:12]) and "高血圧の第一選択薬は？" in row and "qwen2.5" in row.lower()
+    resumed = run_chat("--max-tokens", "8", "--resume", saved["id"][:6], "--db", str(db), lines=["高齢者では？"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "[resumed: 1 earlier turn(s)" in resumed.stderr
+    assert resumed.stdout.startswith("> 高血圧の第一選択薬は？\n")  # the earlier turn is shown first
+    again = load_conversation(db, saved["id"])
+    assert [t.question for t in again.turns] == ["高血圧の第一選択薬は？", "高齢者では？"]  # saved, same conversation
+    assert len(list_conversations(db)) == 1
+
+
+def test_resume_refuses_an_unknown_or_ambiguous_id_before_loading_the_model(tmp_path: Path) -> None:
+    empty = tmp_path / "none.db"
+    unknown = subprocess.run([*CHAT, *DEMO, "--resume", "abc", "--db", str(empty)], capture_output=True,
+                             text=True, timeout=120, cwd=REPO_ROOT)
+    assert unknown.returncode == 1 and "No saved conversation 'abc'" in unknown.stderr
+    assert "llama" not in unknown.stderr.lower()  # refused before the model loaded
+    listed = subprocess.run([*CHAT, "--list", "--db", str(empty)], capture_output=True, text=True, timeout=120,
+                            cwd=REPO_ROOT)
+    assert listed.returncode == 0 and "No saved conversations" in listed.stdout
+
+
 class Running:
     """``jmedllm chat`` in a subprocess, its output collected as it comes."""
 

@@ -18,6 +18,7 @@ from app.conversations import (
     export_markdown,
     list_conversations,
     load_conversation,
+    resolve_conversation_id,
     save_turn,
 )
 from app.db import connect
@@ -111,6 +112,18 @@ def test_delete_one_and_delete_all_leave_no_trace_in_the_file(tmp_path: Path) ->
     with connect(db) as conn:  # the other tables and the schema are still there
         assert conn.execute("select count(*) from turns").fetchone()[0] == 0
         assert {"questions", "runs", "conversations", "turns"} <= set(conn.table_names())
+
+
+def test_a_saved_conversation_is_found_by_the_start_of_its_id(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    for conversation_id in ("aa1" + "0" * 29, "aa2" + "0" * 29):
+        add(db, Conversation(id=conversation_id), make_turn("Q", "A"))
+    assert resolve_conversation_id(db, " AA1 ") == "aa1" + "0" * 29
+    with pytest.raises(UserError, match="2 saved conversations have an id beginning with 'aa'"):
+        resolve_conversation_id(db, "aa")
+    for missing in ("ab", ""):
+        with pytest.raises(ConversationNotFound):
+            resolve_conversation_id(db, missing)
 
 
 def test_markdown_export() -> None:
