@@ -17,7 +17,7 @@ from typing import Any
 from app.atomic import atomic_writer, write_json_atomic
 from app.hashing import sha256_file
 from model_tools.checkpoint import BaseCheckpoint, ConvertError, LoraAdapter, open_adapter, open_base
-from model_tools.files import require_free_space
+from model_tools.files import check_new_folder, require_free_space
 from model_tools.gguf_export import export_gguf
 from model_tools.interrupts import raise_if_interrupted
 from model_tools.lora_merge import save_merged
@@ -154,6 +154,8 @@ def build(base_dir: Path, adapter_dir: Path | None, out_dir: Path, quant_types: 
     started = time.time()
     out_dir = Path(out_dir)
     check_out_dir(out_dir, overwrite)
+    if merged_dir is not None:
+        check_new_folder(Path(merged_dir))
     base = open_base(base_dir)
     adapter = open_adapter(adapter_dir, base) if adapter_dir else None
     require_free_space(out_dir, estimate_disk(base, out_type, quant_types, merged_dir is not None))

@@ -16,13 +16,24 @@ from app.disk import free_bytes, size_text
 from model_tools.checkpoint import ConvertError
 
 
-@contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder that replaces ``target`` only if the block succeeds."""
+def check_new_folder(target: Path) -> None:
+    """Refuse ``target`` as a new output folder unless it is absent or empty, in a folder that exists
+    (a mistyped path is not created)."""
     target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ConvertError(f"output folder {target} is a file")
     if target.exists() and any(target.iterdir()):
         raise ConvertError(f"output folder {target} exists and is not empty")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        raise ConvertError(f"cannot create output folder {target}: the folder {target.parent} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder that replaces ``target`` only if the block succeeds
+    (``target`` checked first: :func:`check_new_folder`)."""
+    target = Path(target)
+    check_new_folder(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp

@@ -1,5 +1,6 @@
 """``convert build`` and its --out folder: an earlier build needs --overwrite, foreign files and a missing
-parent are refused, all before any model is read."""
+parent are refused, all before any model is read; so is a --save-merged (or ``convert merge --out``)
+folder that is not new or empty, or whose parent is missing."""
 
 from __future__ import annotations
 
@@ -76,6 +77,24 @@ def test_a_missing_parent_is_refused_and_not_created(tmp_path: Path) -> None:
     out = tmp_path / "typo" / "out"
     assert f"cannot create --out {out}: the folder {tmp_path / 'typo'} does not exist" in refused(out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_merged_into_a_missing_parent_or_a_full_folder_is_refused_first(tmp_path: Path) -> None:
+    typo = tmp_path / "typo" / "merged"
+    message = refused(tmp_path / "out", "--save-merged", str(typo))
+    assert f"cannot create output folder {typo}: the folder {tmp_path / 'typo'} does not exist" in message
+    full = folder_with(tmp_path / "merged", {"model.safetensors": "someone's"})
+    assert f"output folder {full} exists and is not empty" in refused(tmp_path / "out", "--save-merged", str(full))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # nothing created, not even --out
+
+
+def test_merge_into_a_missing_parent_is_refused_and_not_created(tmp_path: Path, tiny_dir: Path,
+                                                                tiny_adapter: Path) -> None:
+    out = tmp_path / "typo" / "merged"
+    result = CliRunner().invoke(convert, ["merge", "--base", str(tiny_dir), "--adapter", str(tiny_adapter),
+                                          "--out", str(out)])
+    assert result.exit_code == 1 and "the folder" in result.output and "does not exist" in result.output
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.mark.parametrize("setup", ["missing", "empty", "stale staging folder"])
