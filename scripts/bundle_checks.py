@@ -259,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     except BundleCheckError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except OSError as exc:  # an unwritable or blocked cache or prefix: one line for install.sh to show
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"Cannot write{where}: {exc.strerror or exc}.", file=sys.stderr)
+        return 1
     return 0
 
 
