@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.atomic import atomic_path
 from app.db import APP_TABLES, BUSY_TIMEOUT_S, SIDE_FILES, DatabaseError, database_errors, open_db
+from app.db_in_use import only_user
 from app.migrations import MIGRATIONS, MIGRATIONS_TABLE
 from app.paths import private_dir
 
@@ -113,9 +114,9 @@ def restore_database(backup: Path, target: Path, on_progress: Progress | None = 
     """Make the database ``target`` a copy of ``backup``, keeping the database it replaces beside it.
 
     ``backup`` must be intact, a JMedLLM database, and not from a newer JMedLLM (migrations this
-    version does not know). No other process may have ``target`` open (a server answering, a
-    benchmark run): restore takes SQLite's exclusive lock first and refuses if it cannot, so it never
-    changes a database under a writer. The current database is copied to
+    version does not know). No other process may have ``target`` in use (a server, even an idle one, a
+    chat, a benchmark run: :mod:`app.db_in_use`), and restore takes SQLite's exclusive lock first and
+    refuses if it cannot, so it never changes a database under a writer. The current database is copied to
     ``<target>.before-restore-<UTC time>`` (0600), the backup is written into ``target`` through
     SQLite's backup API (no file is swapped, so no stale ``-wal`` can apply to it), and the
     migrations then bring an older backup up to this version.
@@ -126,17 +127,18 @@ def restore_database(backup: Path, target: Path, on_progress: Progress | None = 
     if target.exists() and target.samefile(backup):
         raise BackupError(f"{backup} is the database itself: restore a backup made with `jmedllm db backup`.")
     replacing = target.exists() and target.stat().st_size > 0
-    source = _open_existing(backup)
-    try:
-        with _writable(target), _exclusive(target) as live:
-            with database_errors(target):
-                live.execute("PRAGMA journal_mode=DELETE")  # WAL folded in; any page size may be restored
-            previous = _keep_previous(live, target) if replacing else None
-            with _snapshot(source, backup):
-                _copy(source, live, f"Restoring {backup} into {target}", on_progress)
-    finally:
-        source.close()
-    open_db(target).close()  # WAL again, and the migrations an older backup needs
+    with only_user(target):  # no serve, chat or bench run has it open, even one idle between questions
+        source = _open_existing(backup)
+        try:
+            with _writable(target), _exclusive(target) as live:
+                with database_errors(target):
+                    live.execute("PRAGMA journal_mode=DELETE")  # WAL folded in; any page size may be restored
+                previous = _keep_previous(live, target) if replacing else None
+                with _snapshot(source, backup):
+                    _copy(source, live, f"Restoring {backup} into {target}", on_progress)
+        finally:
+            source.close()
+        open_db(target).close()  # WAL again, and the migrations an older backup needs
     return Restored(summary=inspect_database(target), previous=previous, upgraded=found.pending)
 
 

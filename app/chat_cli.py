@@ -15,6 +15,7 @@ from app.chat import NOTICE, Conversation, Reply, answer, fit
 from app.cli import engine_options, load_engine
 from app.conversations import list_conversations, load_conversation, resolve_conversation_id, save_turn
 from app.db import check_writable, default_db_path
+from app.db_in_use import in_use
 from app.engines.base import Engine
 from app.errors import UserError
 from app.gguf_metadata import printable
@@ -73,7 +74,8 @@ def chat(lang: str, max_tokens: int, thinking: bool | None, history: bool, db: P
         if conversation.turns:
             show_earlier(conversation)
         session = ChatSession(engine, lang, max_tokens, thinking, db_path, conversation)
-        with contextlib.suppress(EOFError, KeyboardInterrupt):
+        with contextlib.suppress(EOFError, KeyboardInterrupt), \
+                in_use(db_path) if db_path is not None else contextlib.nullcontext():
             while session.step(input("> ")):
                 pass
         click.echo()

@@ -18,7 +18,7 @@ from app.db import connect, open_db
 from app.migrations import MIGRATIONS, Migrations, m001_initial, m002_model_loads, m003_run_engine
 from app.timestamps import utc_now
 from tests.bench.conftest import write_block
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, run_cli, start_server, stop_server
 
 PAD = "患者の質問 " * 200  # about 3 KB of UTF-8 per answer: a database of several backup steps
 
@@ -177,6 +177,24 @@ def test_restore_refuses_while_another_process_has_the_database_open(database: P
     assert_clean_error(result, "is open in another process", "systemctl stop jmedllm")
     assert counts(database) == before
     assert not list(database.parent.glob("*.before-restore-*"))
+
+
+@pytest.mark.slow
+def test_restore_waits_for_an_idle_server_to_stop(database: Path, tmp_path: Path, demo_model_path: Path) -> None:
+    # Between questions a server holds no SQLite lock; replacing the database under it let its pages save
+    # into the restored file conversations of the replaced one.
+    backup = tmp_path / "backup.db"
+    backup_database(database, backup)
+    before = counts(database)
+    server = start_server(["--model", "demo", "--ctx", "512", "--history"], tmp_path / "server.log", database)
+    try:
+        result = run_cli("db", "restore", str(backup), "--db", str(database))
+        assert_clean_error(result, "is in use by a running jmedllm", "systemctl stop jmedllm")
+        assert counts(database) == before and not list(database.parent.glob("*.before-restore-*"))
+    finally:
+        stop_server(server)
+    result = run_cli("db", "restore", str(backup), "--db", str(database))  # stopped: the restore goes ahead
+    assert result.returncode == 0, result.stderr
 
 
 def test_an_existing_file_is_replaced_only_with_force(database: Path, tmp_path: Path) -> None:

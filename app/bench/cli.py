@@ -55,6 +55,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
     from app.bench.sources import load_dataset
     from app.bench.store import answers, get_run
     from app.db import check_writable, database_errors
+    from app.db_in_use import in_use
     from app.engines.base import NotSupported
 
     spec = SetSpec(set_name, parse_year(year), block.upper() if block else None, quick_size)
@@ -92,7 +93,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
     bar = None
     last = None
     try:
-        with database_errors(database):  # locked or read-only mid-run: a clear message
+        with database_errors(database), in_use(database):  # locked or read-only mid-run: a clear message
             for event in run_benchmark(engine, database, config, cancel, dataset):
                 last = event
                 if bar is None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from app.db_in_use import in_use
 from app.engines.base import Engine
 from app.paths import cache_dir
 from app.security import (
@@ -259,7 +260,7 @@ def serve(engine: Engine, options: ServeOptions, lang: str = "ja") -> None:
     """Build the UI and serve it until interrupted; ``options`` come from :func:`checked_options`."""
     users = options.users
     hosts = allowed_host_names(options)
-    with private_upload_dir():
+    with private_upload_dir(), in_use(options.database):  # `db restore` waits for this server to stop
         apply_offline_environment()
         guard = LoginGuard(users) if users else None
         api_keys = (LiveFile(options.api_keys, options.api_key_file, read_api_keys_file, ApiKeys(()))
