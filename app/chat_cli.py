@@ -18,7 +18,7 @@ from app.db import check_writable, default_db_path
 from app.db_in_use import in_use
 from app.engines.base import Engine
 from app.errors import UserError
-from app.gguf_metadata import printable
+from app.gguf_metadata import printable, terminal_safe
 
 if TYPE_CHECKING:
     from app.engines.factory import EngineSpec
@@ -190,11 +190,6 @@ def show(reply: Reply) -> None:
             click.echo(terminal_safe(answer_text[len(shown_answer):]), nl=False)
             shown_answer = answer_text
     click.echo()
-
-
-def terminal_safe(text: str) -> str:
-    """Model text for the terminal: control characters (escape sequences) made visible, newlines kept."""
-    return "\n".join(printable(part) for part in text.split("\n"))
 
 
 def confirm(question: str) -> bool:

@@ -259,6 +259,11 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(_escape, text)
 
 
+def terminal_safe(text: str) -> str:
+    """Text of several lines for the terminal: each line :func:`printable`, the line breaks kept."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def printable_json(text: str) -> str:
     """The output of ``json.dumps(..., ensure_ascii=False)`` with the controls it leaves raw as ``\\uXXXX``."""
     return _LEFT_RAW_BY_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from app.bench.data import DataError, Dataset, decode_utf8, parse_jsonl
+from app.bench.data import DataError, Dataset, decode_utf8_text, parse_jsonl
 from app.bench.metrics import igakuqa_letter_correct
 
 BASELINE_FILES = {
@@ -38,9 +38,10 @@ PAPER_REPORTED: dict[str, tuple[float | None, float | None]] = {
 def read_predictions(path: Path) -> list[dict]:
     """The rows of a predictions JSONL file (IgakuQA's format), each with its line as ``_line``.
 
-    Invalid UTF-8, a file without predictions and a problem_id given twice are :class:`DataError`.
+    A leading byte-order mark (Notepad, Excel) is ignored; invalid UTF-8, a file without predictions
+    and a problem_id given twice are :class:`DataError`.
     """
-    rows = parse_jsonl(decode_utf8(path.read_bytes(), str(path)), str(path))
+    rows = parse_jsonl(decode_utf8_text(path.read_bytes(), str(path)), str(path))
     if not rows:
         raise DataError(f"no predictions in {path}")
     first_line: dict[str, int] = {}

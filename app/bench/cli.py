@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from app.bench.cli_options import DATA_OPTION, DB_OPTION, database_path, open_for_reading
+from app.bench.cli_options import DATA_OPTION, DB_OPTION, database_path, open_for_reading, terminal_json
 from app.bench.data_cli import data
 from app.bench.metrics import PRIMARY, metric_choices
 from app.bench.modes import DEFAULT_MODE, MODES, mode_help
 from app.bench.table_cli import table
 from app.cli import UserErrorGroup, engine_options, load_engine
+from app.gguf_metadata import terminal_safe
 
 if TYPE_CHECKING:
+    from app.bench.data import Dataset
     from app.engines.factory import EngineSpec
     from app.prompts import Language
 
@@ -117,7 +119,7 @@ def run_cmd(engine_spec: EngineSpec, lang: str, set_name: str,
         return
     db = open_for_reading(database)
     run = get_run(db, last.run_id)
-    click.echo(format_summary(run, summarize(answers(db, last.run_id), dataset)))
+    click.echo(terminal_safe(format_summary(run, summarize(answers(db, last.run_id), dataset))))
     if run["status"] != "complete":
         click.echo(f"\nRun {run['id']} is {run['status']}; run the same command again to resume it.", err=True)
         sys.exit(128 + stopped_by[0] if stopped_by else 1)
@@ -134,7 +136,7 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
 
     runs = list_runs(open_for_reading(db_path))
     if as_json:
-        click.echo(json.dumps(runs, ensure_ascii=False, indent=1))
+        click.echo(terminal_json(runs))
         return
     if not runs:
         click.echo("No benchmark runs yet. Start one with: jmedllm bench run --set quick")
@@ -142,8 +144,9 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
     click.echo(f"{'id':>4}  {'started (UTC)':<25} {'status':<11} {'model':<36} {'mode':<8} {'lang':<4} "
                f"{'benchmark':<12} {'set':<18} {'done':>9}  {PRIMARY}")
     for r in runs:
-        click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} {fit(str(r['model_file']), 36)} "
-                   f"{r['mode']:<8} {r['language']:<4} {fit(str(r['benchmark']), 12)} {r['question_set']:<18} "
+        click.echo(f"{r['id']:>4}  {r['started_at']:<25} {r['status']:<11} "
+                   f"{fit(terminal_safe(str(r['model_file'])), 36)} {r['mode']:<8} {r['language']:<4} "
+                   f"{fit(terminal_safe(str(r['benchmark'])), 12)} {r['question_set']:<18} "
                    f"{str(r['n_answered']) + '/' + str(r['n_items']):>9}  {percent(primary_accuracy(r))}")
 
 
@@ -163,17 +166,16 @@ def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool,
     db = open_for_reading(db_path)
     run = get_run(db, run_id)
     rows = answers(db, run_id)
-    dataset = load_dataset(data or run.get("data_dir"))
+    dataset = load_dataset(data) if data else run_dataset(run)
     summary = summarize(rows, dataset)
-    baselines = baselines and dataset.layout == "igakuqa"  # IgakuQA's published predictions and the paper's figures
-    if baselines:
+    if baselines and dataset is not None and dataset.layout == "igakuqa":  # IgakuQA's predictions, the paper's figures
         summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
         summary["paper_reported"] = paper_reported()
     if as_json:
-        click.echo(json.dumps({"run": run, "summary": summary}, ensure_ascii=False, indent=1, default=str))
+        click.echo(terminal_json({"run": run, "summary": summary}))
         return
-    click.echo(format_summary(run, summary))
-    if baselines and rows:
+    click.echo(terminal_safe(format_summary(run, summary)))
+    if "baselines" in summary and rows:
         click.echo("\nBaselines on the same questions (IgakuQA's published predictions, letter match):")
         for b in summary["baselines"]:
             click.echo(f"  {b['name']:<32} {b['correct']:>4}/{b['total']:<4} {percent(b['accuracy'])}")
@@ -181,6 +183,22 @@ def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool,
         for p in summary["paper_reported"]:
             fmt = lambda v: f"{v:.1f}%" if v is not None else "-"  # noqa: E731
             click.echo(f"  {p['model']:<32} ja {fmt(p['igakuqa_ja'])}  en {fmt(p['igakuqa_en'])}")
+
+
+def run_dataset(run: dict) -> Dataset | None:
+    """The question set ``run`` was asked from; None, with a note, where it can no longer be read
+    (removed with ``bench data remove``, moved), so that the stored answers are still shown."""
+    from app.bench.data import DataError
+    from app.bench.sources import load_dataset
+
+    try:
+        return load_dataset(run.get("data_dir"))
+    except DataError as exc:
+        click.echo(f"Note: the question set of run {run['id']} cannot be read: "
+                   f"{terminal_safe(str(exc).splitlines()[0])}\n"
+                   "Its stored answers are shown without the chance floor, pass/fail and baselines "
+                   "(--data NAME|PATH names the set to read them with).", err=True)
+        return None
 
 
 @bench.command("compare")
@@ -200,11 +218,11 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
     get_run(db, run_b)
     result = compare_answers(answers(db, run_a), answers(db, run_b), metric)
     if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False, indent=1))
+        click.echo(terminal_json(result))
         return
     for d in result["differences"]:
         mark = lambda ok: "✓" if ok else "✗"  # noqa: E731
-        click.echo(f"  {d['problem_id']:<8} [{d['language']}] gold {d['gold']:<6} "
+        click.echo(f"  {terminal_safe(d['problem_id']):<8} [{d['language']}] gold {d['gold']:<6} "
                    f"A {d['picked_a'] or '-':<6}{mark(d['correct_a'])}  "
                    f"B {d['picked_b'] or '-':<6}{mark(d['correct_b'])}")
     if result["paired"]:

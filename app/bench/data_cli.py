@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from app.bench.cli_options import terminal_json
 from app.cli import UserErrorGroup
+from app.gguf_metadata import terminal_safe
 
 
 @click.group("data", cls=UserErrorGroup)
@@ -31,7 +32,7 @@ def add_cmd(path: Path, name: str | None, replace: bool) -> None:
     with copy_progress() as on_progress:
         added = add(path, name, on_progress, replace)
     for entry in added:
-        click.echo(f"Imported {entry.name}: {entry.label}, {entry.questions:,} questions "
+        click.echo(f"Imported {entry.name}: {terminal_safe(entry.label)}, {entry.questions:,} questions "
                    f"({', '.join(entry.languages)}), layout {entry.layout}, fingerprint {entry.fingerprint[:12]}.")
         click.echo(f"  Run it with: jmedllm bench run --data {entry.name}")
 
@@ -45,7 +46,7 @@ def list_cmd(as_json: bool) -> None:
 
     found = entries()
     if as_json:
-        click.echo(json.dumps([e.as_dict() for e in found], ensure_ascii=False, indent=1))
+        click.echo(terminal_json([e.as_dict() for e in found]))
         return
     if not found:
         click.echo("No imported question sets yet. Import one with: jmedllm bench data add PATH")
@@ -53,8 +54,8 @@ def list_cmd(as_json: bool) -> None:
     click.echo(f"{'name':<20} {'label':<24} {'layout':<12} {'lang':<6} {'questions':>9}  {'fingerprint':<12}  "
                f"{'added (UTC)':<25} source")
     for e in found:
-        click.echo(f"{e.name:<20} {fit(e.label, 24)} {e.layout:<12} {','.join(e.languages):<6} {e.questions:>9,}  "
-                   f"{e.fingerprint[:12]:<12}  {e.added_at:<25} {e.source}")
+        click.echo(f"{e.name:<20} {fit(terminal_safe(e.label), 24)} {e.layout:<12} {','.join(e.languages):<6} "
+                   f"{e.questions:>9,}  {e.fingerprint[:12]:<12}  {e.added_at:<25} {terminal_safe(e.source)}")
 
 
 @data.command("remove")
@@ -64,4 +65,4 @@ def remove_cmd(name: str) -> None:
     from app.bench.importing import remove
 
     entry = remove(name)
-    click.echo(f"Removed {entry.name} ({entry.label}, {entry.questions:,} questions).")
+    click.echo(f"Removed {entry.name} ({terminal_safe(entry.label)}, {entry.questions:,} questions).")

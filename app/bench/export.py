@@ -37,10 +37,15 @@ def neutralise_cell(value: Any) -> Any:
 
 @contextlib.contextmanager
 def open_export(path: Path) -> Iterator[IO[str]]:
-    """``path`` written as text (UTF-8, CSV newlines): atomically, mode 0600, in a folder that must exist."""
+    """``path`` written as text (UTF-8, CSV newlines): atomically, mode 0600, in a folder that must exist.
+
+    An existing ``path`` that is not a regular file (a device such as /dev/stdout, a pipe) is refused:
+    the atomic rename would replace it with a file."""
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    if path.exists() and not path.is_file():
+        raise UserError(f"Cannot write {path}: it is not a regular file (leave out -o to write to standard output).")
     try:
         with atomic_path(path, private=True) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
             yield handle

@@ -50,14 +50,16 @@ def score_file(path: Path, dataset: Dataset, language: Language = "ja") -> dict[
         question = by_id.get(item["problem_id"])
         if question is None:
             raise DataError(f"{path}:{number}: unknown problem_id {item['problem_id']!r}")
-        if "prediction" in item:
-            rows["letter"].append({"letter": igakuqa_letter_correct(
-                question.problem_id, str(item["prediction"]), question.answer)})
-        elif "full_response" in item or "response" in item:
-            full = "full_response" in item
-            scored = score_text(question, language, str(item["full_response" if full else "response"]), full)
+        field = next((f for f in ("prediction", "full_response", "response") if f in item), None)
+        if field is None:
+            raise DataError(f"{path}:{number}: needs a 'prediction', a 'response' or a 'full_response'")
+        if not isinstance(item[field], str):  # null or a list would be scored as the text "None" or "['a']"
+            raise DataError(f"{path}:{number}: field {field!r} is not a string")
+        if field == "prediction":
+            rows["letter"].append({"letter": igakuqa_letter_correct(question.problem_id, item[field],
+                                                                    question.answer)})
+        else:
+            scored = score_text(question, language, item[field], field == "full_response")
             for metric in METRICS:
                 rows[metric].append({metric: scored.verdicts[metric]})
-        else:
-            raise DataError(f"{path}:{number}: needs a 'prediction', a 'response' or a 'full_response'")
     return {metric: tally(r, metric) for metric, r in rows.items() if r}

@@ -101,9 +101,10 @@ def finish_run(db: sqlite_utils.Database, run_id: int, status: str, extra: dict[
 
 
 def get_run(db: sqlite_utils.Database, run_id: int) -> dict:
+    """The run ``run_id`` (:class:`RunNotFound` if none, also for an id beyond SQLite's integers)."""
     try:
         return _as_seen_now(db.table("runs").get(run_id))
-    except sqlite_utils.db.NotFoundError:
+    except (sqlite_utils.db.NotFoundError, OverflowError):
         raise RunNotFound(run_id) from None
 
 

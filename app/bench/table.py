@@ -29,6 +29,7 @@ from typing import Any
 import sqlite_utils
 
 from app.bench.baselines import PAPER_REPORTED
+from app.bench.export import neutralise_cell
 from app.bench.metrics import PRIMARY, tally
 from app.bench.overlap import overlap_line
 from app.bench.store import get_run
@@ -116,7 +117,8 @@ class PaperTable:
         return "\n".join([*lines, "", *(f"- {note}" for note in self.notes)]) + "\n"
 
     def csv(self) -> str:
-        """The same table as CSV: separate numeric columns (percentages), the notes after a blank line."""
+        """The same table as CSV: separate numeric columns (percentages), the notes after a blank line; text
+        cells a spreadsheet would run as a formula (a model file named "=...") neutralised as exports are."""
         header = ["benchmark", "language", "chance_pct"]
         for c in self.columns:
             header += ([f"{c.label}: reported_pct"] if c.reference else
@@ -124,7 +126,11 @@ class PaperTable:
                         f"{c.label}: incomplete"])
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
+
+        def write(values: Sequence[Any]) -> None:
+            writer.writerow([neutralise_cell(v) for v in values])
+
+        write(header)
         for row in self.rows:
             values: list[Any] = [row.label, row.language, _num(row.chance)]
             for c in self.columns:
@@ -135,14 +141,14 @@ class PaperTable:
                     values += ["", "", "", ""]
                 else:
                     values += [_num(cell.gestalt), _num(cell.letter), cell.n, "" if cell.complete else "*"]
-            writer.writerow(values)
+            write(values)
         average: list[Any] = ["Average", "macro", _num(self.average_chance)]
         for c in self.columns:
             average += [""] if c.reference else [_num(self.average[c.key][0]), _num(self.average[c.key][1]), "", ""]
-        writer.writerow(average)
-        writer.writerow([])
+        write(average)
+        write([])
         for note in self.notes:
-            writer.writerow([note])
+            write([note])
         return out.getvalue()
 
     def records(self) -> list[dict[str, Any]]:

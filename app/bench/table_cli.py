@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from app.bench.cli_options import DB_OPTION, open_for_reading
+from app.gguf_metadata import terminal_safe
 
 
 @click.command("table")
@@ -30,7 +31,7 @@ def table(run_ids: tuple[int, ...], reference: bool, fmt: str, output: Path | No
     result = paper_table(open_for_reading(db_path), run_ids, reference)
     text = result.csv() if fmt == "csv" else result.markdown()
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(terminal_safe(text), nl=False)
         return
     with open_export(output) as handle:
         handle.write(text)
