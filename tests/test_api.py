@@ -191,13 +191,59 @@ def test_malformed_requests_get_400_with_the_reason(http: httpx.Client) -> None:
     error(post("/v1/chat/completions", json=chat_body(max_completion_tokens=5000)), 400, "max_tokens_too_large")
 
 
+def test_json_nested_too_deeply_gets_400_not_a_server_error(http: httpx.Client) -> None:
+    nested = b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # well under the body limit
+    message = error(http.post("/v1/chat/completions", content=nested), 400, "invalid_json")
+    assert message == "The request body is not valid JSON: it is nested too deeply."
+    assert http.post("/v1/chat/completions", json=chat_body()).status_code == 200
+
+
+def test_an_empty_completion_prompt_is_refused(served: Served, http: httpx.Client) -> None:
+    for body in ({"prompt": ""}, {"prompt": [""], "stream": True}):
+        assert error(http.post("/v1/completions", json=body), 400) == "prompt must not be empty."
+    assert served.state.engine.prompts == []  # type: ignore[attr-defined]
+
+
+def test_the_developer_role_is_openais_system_role(served: Served, http: httpx.Client) -> None:
+    messages = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert http.post("/v1/chat/completions", json=chat_body(messages=messages)).status_code == 200
+    assert served.state.engine.prompts == ["<system>Be brief.\n<user>Hi\n<assistant>"]  # type: ignore[attr-defined]
+
+
+def test_fields_the_server_cannot_honour_are_refused_not_ignored(served: Served, http: httpx.Client) -> None:
+    chat, completions = "/v1/chat/completions", "/v1/completions"
+    prompt = {"prompt": "Q: aspirin?\nA:"}
+    refused = [(chat, chat_body(logprobs=True), "logprobs"), (chat, chat_body(top_logprobs=3), "top_logprobs"),
+               (chat, chat_body(response_format={"type": "json_object"}), "response_format"),
+               (completions, prompt | {"logprobs": 5}, "logprobs"), (completions, prompt | {"echo": True}, "echo"),
+               (completions, prompt | {"best_of": 2}, "best_of"), (completions, prompt | {"suffix": "}"}, "suffix")]
+    for path, body, name in refused:
+        response = http.post(path, json=body)
+        assert name in error(response, 400)
+        assert response.json()["error"]["param"] == name
+    assert served.state.engine.prompts == []  # type: ignore[attr-defined]
+    honoured = [(chat, chat_body(logprobs=False, response_format={"type": "text"})),
+                (completions, prompt | {"echo": False, "best_of": 1, "logprobs": None, "suffix": ""})]
+    for path, body in honoured:
+        assert http.post(path, json=body).status_code == 200
+
+
+def test_unknown_urls_under_v1_get_an_openai_shaped_404(http: httpx.Client) -> None:
+    assert error(http.post("/v1/embeddings", json={"input": "x"}), 404, "unknown_url") == \
+        "Invalid URL (POST /v1/embeddings)."
+    assert error(http.get("/v1/chat/completions"), 404, "unknown_url") == "Invalid URL (GET /v1/chat/completions)."
+    assert http.get("/").status_code == 200  # the UI beside it is still served
+
+
 def test_a_prompt_longer_than_the_context_is_refused_before_generating(served: Served, http: httpx.Client) -> None:
     engine = use(served, ScriptedEngine(lambda prompt: REPLY, n_ctx=64))
-    message = error(http.post("/v1/completions", json={"prompt": "x" * 100, "max_tokens": 8}), 400,
-                    "context_length_exceeded")
-    assert "context window is 64" in message
+    response = http.post("/v1/completions", json={"prompt": "x" * 100, "max_tokens": 8})
+    assert "context window is 64" in error(response, 400, "context_length_exceeded")
+    assert response.json()["error"]["param"] == "prompt"  # the field that holds it on this endpoint
     body = chat_body(messages=[{"role": "user", "content": "y" * 100}], max_tokens=8, stream=True)
-    error(http.post("/v1/chat/completions", json=body), 400, "context_length_exceeded")
+    response = http.post("/v1/chat/completions", json=body)
+    error(response, 400, "context_length_exceeded")
+    assert response.json()["error"]["param"] == "messages"
     assert engine.prompts == [] and not engine.busy
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from app.security import API_KEYS_ENV, new_api_key
 from tests.conftest import Server, start_server, stop_server
@@ -69,6 +70,24 @@ def test_completions(client: openai.OpenAI, demo_model_path: Path) -> None:
     completion = client.completions.create(model=demo_model_path.name, prompt="def add(a, b):\n", max_tokens=16)
     assert completion.choices[0].text.strip()
     assert completion.usage is not None and completion.usage.completion_tokens > 0
+
+
+def test_an_empty_prompt_is_refused_and_the_server_keeps_answering(client: openai.OpenAI,
+                                                                   demo_model_path: Path) -> None:
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError, match="prompt must not be empty"):
+            client.completions.create(model=demo_model_path.name, prompt="", max_tokens=4, stream=stream)
+    assert client.completions.create(model=demo_model_path.name, prompt="def", max_tokens=2).choices[0].text
+
+
+def test_a_developer_message_steers_like_a_system_message(client: openai.OpenAI, demo_model_path: Path) -> None:
+    def answer(instruction: ChatCompletionMessageParam) -> str | None:
+        return client.chat.completions.create(
+            model=demo_model_path.name, max_tokens=8, temperature=0,
+            messages=[instruction, {"role": "user", "content": "What is aspirin?"}]).choices[0].message.content
+
+    instruction = "Answer in Japanese."
+    assert answer({"role": "developer", "content": instruction}) == answer({"role": "system", "content": instruction})
 
 
 def test_a_wrong_key_is_refused(server: Server, demo_model_path: Path) -> None:

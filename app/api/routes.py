@@ -63,10 +63,11 @@ def _unauthorized(message: str, retry_after: float | None = None) -> ApiError:
     return ApiError(401, message, "authentication_error", code="invalid_api_key", headers=headers)
 
 
-def _engine_error(exc: EngineError) -> ApiError:
-    """The HTTP face of an engine's refusal: 400 for the request's fault, 503 when the engine cannot serve."""
+def _engine_error(exc: EngineError, prompt_param: str) -> ApiError:
+    """The HTTP face of an engine's refusal: 400 for the request's fault, 503 when the engine cannot serve.
+    ``prompt_param``: the field that held the prompt ("messages" or "prompt"), named when it is too long."""
     if isinstance(exc, PromptTooLong):
-        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+        return ApiError(400, str(exc), param=prompt_param, code="context_length_exceeded")
     if isinstance(exc, NotSupported):
         return ApiError(400, str(exc), code="not_supported")
     return ApiError(503, str(exc), "server_error", code="engine_unavailable")
@@ -180,6 +181,11 @@ class Api:
         audit.log(200)
         return JSONResponse({"object": "list", "data": [model]})
 
+    async def unknown(self, request: Request) -> Response:
+        """Any other path or method under ``/v1``: an OpenAI-shaped 404, worded as OpenAI words it."""
+        return _refused(Audit("unknown", _address(request)),
+                        ApiError(404, f"Invalid URL ({request.method} {request.url.path}).", code="unknown_url"))
+
     async def chat(self, request: Request) -> Response:
         return await self.generate(request, "chat/completions", parse_chat)
 
@@ -208,7 +214,7 @@ class Api:
         if parsed.options.stream:
             return await self._stream(request, audit, engine, reply, parsed.options, start, cancel)
         try:
-            generation = await self._in_thread(request, cancel, lambda: run_to_end(start))
+            generation = await self._in_thread(request, cancel, lambda: run_to_end(start), reply.prompt_param)
         except ApiError as exc:
             return _refused(audit, exc)
         except ClientGone:
@@ -229,12 +235,13 @@ class Api:
                            headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
 
     @staticmethod
-    async def _in_thread(request: Request, cancel: threading.Event, work: Callable[[], Generation]) -> Generation:
+    async def _in_thread(request: Request, cancel: threading.Event, work: Callable[[], Generation],
+                         prompt_param: str) -> Generation:
         """``work()`` in a worker thread; a client that leaves sets ``cancel`` (the engine stops within a token)."""
         try:
             generation = await watch(request, asyncio.ensure_future(run_in_threadpool(work)), cancel.set)
         except EngineError as exc:
-            raise _engine_error(exc) from exc
+            raise _engine_error(exc, prompt_param) from exc
         if cancel.is_set():
             generation.close()
             raise ClientGone()
@@ -244,7 +251,7 @@ class Api:
                       start: Callable[[], Generation], cancel: threading.Event) -> Response:
         """Start the generation, then stream it as server-sent events (errors before the first token: JSON)."""
         try:
-            generation = await self._in_thread(request, cancel, start)
+            generation = await self._in_thread(request, cancel, start, reply.prompt_param)
         except BaseException as exc:
             self.admission.leave()
             if isinstance(exc, ClientGone):
@@ -272,7 +279,7 @@ async def _events(reply: Reply, generation: Generation, engine: Engine, include_
             if piece:
                 yield event(reply.chunk(piece))
     except EngineError as exc:
-        yield event(_engine_error(exc).body())
+        yield event(_engine_error(exc, reply.prompt_param).body())
         return
     yield event(reply.chunk(finish=finish_reason(generation.stats)) | {"jmedllm": provenance(engine.card)})
     if include_usage:
@@ -313,5 +320,6 @@ def api_router(state: AppState, failure_delay: FailureDelay) -> APIRouter:
     router.add_api_route("/models", api.models, methods=["GET"])
     router.add_api_route("/chat/completions", api.chat, methods=["POST"])
     router.add_api_route("/completions", api.completions, methods=["POST"])
+    router.add_api_route("/{path:path}", api.unknown, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     return router
 

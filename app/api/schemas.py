@@ -2,7 +2,8 @@
 OpenAI-shaped responses, stream chunks and errors built from a generation's text and stats.
 
 Unknown request fields are ignored, as OpenAI-compatible servers do; a field this server cannot
-honour (``n`` other than 1, tools, token-array prompts) is refused with a 400 naming it.
+honour (``n`` other than 1, tools, log-probabilities, echo, JSON output formats, token-array
+prompts) is refused with a 400 naming it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from app.qa import DEFAULT_MAX_TOKENS, MAX_QUESTION_CHARS, is_unicode
 MAX_MESSAGES = 200
 MAX_STOPS = 8
 MAX_TOKENS_CAP = 8192  # with the context window: a request may ask for at most min(this, n_ctx) tokens
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant")  # "developer": OpenAI's newer name for "system"
 NOTICE = "Decision support, not a diagnosis."
 DEMO_NOTICE = "Demo model: not for clinical use."
 INVALID_REQUEST = "invalid_request_error"
@@ -55,6 +56,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except ValueError as exc:  # also bytes that are not UTF-8
         raise _invalid(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:
+        raise _invalid("The request body is not valid JSON: it is nested too deeply.", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise _invalid("The request body must be a JSON object.", code="invalid_json")
     return data
@@ -129,7 +132,8 @@ def _messages(value: object) -> tuple[dict[str, str], ...]:
         role = message.get("role")
         if role not in ROLES:
             raise _invalid(f"{param}.role must be one of {', '.join(ROLES)}.", f"{param}.role")
-        messages.append({"role": role, "content": _content(message.get("content"), f"{param}.content")})
+        messages.append({"role": "system" if role == "developer" else role,
+                         "content": _content(message.get("content"), f"{param}.content")})
     return tuple(messages)
 
 
@@ -139,6 +143,8 @@ def _prompt(value: object) -> str:
         value = value[0]
     if not isinstance(value, str):
         raise _invalid("prompt must be a string (token arrays and batches of prompts are not supported).", "prompt")
+    if not value:
+        raise _invalid("prompt must not be empty.", "prompt")
     return _text(value, "prompt")
 
 
@@ -148,6 +154,14 @@ def _refuse_unsupported(data: Mapping[str, Any]) -> None:
     for name in ("tools", "functions"):
         if data.get(name):
             raise _invalid(f"{name} (function calling) is not supported by this server.", name)
+    for name in ("logprobs", "top_logprobs", "echo", "suffix"):
+        if data.get(name):
+            raise _invalid(f"{name} is not supported by this server.", name)
+    if data.get("best_of") not in (None, 1):
+        raise _invalid("Only best_of=1 is supported: one answer per request.", "best_of")
+    if data.get("response_format") not in (None, {"type": "text"}):
+        raise _invalid('Only response_format {"type": "text"} is supported: answers are plain text.',
+                       "response_format")
 
 
 @dataclass(frozen=True)
@@ -231,6 +245,11 @@ class Reply:
     model: str
     token: str = field(default_factory=lambda: secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def prompt_param(self) -> str:
+        """The request field that held the prompt, for errors about it."""
+        return "messages" if self.chat else "prompt"
 
     @property
     def id(self) -> str:
