@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import json
@@ -40,6 +41,10 @@ class UserErrorGroup(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # (click itself ends quietly when the reader of a pipe has left: EPIPE)
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise click.ClickException(f"Cannot write {exc.filename or 'the output'}: {exc.strerror}.") from exc
         except ModuleNotFoundError as exc:
             extra = OPTIONAL_PACKAGES.get((exc.name or "").partition(".")[0])
             if extra is None:

@@ -142,3 +142,12 @@ def test_llama_cpp_is_loaded_before_pyarrow(tmp_path: Path) -> None:
                 if line.startswith("import time:")]
     assert "pyarrow" in imported, "this command no longer imports pyarrow: test another one"
     assert imported.index("llama_cpp") < imported.index("pyarrow")
+
+
+def test_output_to_a_full_disk_is_one_line(tmp_path: Path) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*JMEDLLM, "bench", "data", "list"], stdout=full, stderr=subprocess.PIPE, text=True,
+                                cwd=REPO_ROOT, timeout=120, env={**os.environ, "JMEDLLM_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert result.stderr == "Error: Cannot write the output: No space left on device.\n"
+
