@@ -273,6 +273,22 @@ def test_an_engine_that_cannot_serve_gives_503_or_an_error_event(served: Served,
     assert not served.state.engine.busy
 
 
+def test_a_failure_of_the_server_is_an_openai_shaped_500_or_a_last_error_event(served: Served,
+                                                                                 http: httpx.Client) -> None:
+    def broken(prompt: str) -> str:
+        raise RuntimeError("a bug in /srv/jmedllm/app.py")
+
+    use(served, ScriptedEngine(broken))
+    message = error(http.post("/v1/chat/completions", json=chat_body()), 500, "internal_error")
+    assert "/srv" not in message and "bug" not in message  # nothing of the server's insides
+    with http.stream("POST", "/v1/chat/completions", json=chat_body(stream=True)) as response:
+        payloads = events(response)
+    assert json.loads(payloads[-1])["error"]["code"] == "internal_error"  # an error event, not a cut stream
+    assert not served.state.engine.busy
+    use(served, ScriptedEngine(lambda prompt: REPLY))
+    assert http.post("/v1/chat/completions", json=chat_body()).status_code == 200  # and it goes on answering
+
+
 def keyed(served: Served, source: str) -> httpx.Client:
     """A client whose requests come from the loopback address ``source`` (its own throttle)."""
     return httpx.Client(base_url=served.url, transport=httpx.HTTPTransport(local_address=source), timeout=30)

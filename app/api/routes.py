@@ -63,6 +63,14 @@ def _unauthorized(message: str, retry_after: float | None = None) -> ApiError:
     return ApiError(401, message, "authentication_error", code="invalid_api_key", headers=headers)
 
 
+def _internal_error(exc: Exception) -> ApiError:
+    """A failure of this server while answering (a bug, not the request's fault): logged with its traceback,
+    answered as an OpenAI-shaped 500 that tells the client nothing of the server's insides."""
+    log.error("the answer failed", exc_info=exc)
+    return ApiError(500, "The server failed while answering; its administrator can find why in its log.",
+                    "server_error", code="internal_error")
+
+
 def _engine_error(exc: EngineError, prompt_param: str) -> ApiError:
     """The HTTP face of an engine's refusal: 400 for the request's fault, 503 when the engine cannot serve.
     ``prompt_param``: the field that held the prompt ("messages" or "prompt"), named when it is too long."""
@@ -242,6 +250,8 @@ class Api:
             generation = await watch(request, asyncio.ensure_future(run_in_threadpool(work)), cancel.set)
         except EngineError as exc:
             raise _engine_error(exc, prompt_param) from exc
+        except Exception as exc:
+            raise _internal_error(exc) from exc
         if cancel.is_set():
             generation.close()
             raise ClientGone()
@@ -280,6 +290,9 @@ async def _events(reply: Reply, generation: Generation, engine: Engine, include_
                 yield event(reply.chunk(piece))
     except EngineError as exc:
         yield event(_engine_error(exc, reply.prompt_param).body())
+        return
+    except Exception as exc:  # the stream ends with an error event, not a cut connection
+        yield event(_internal_error(exc).body())
         return
     yield event(reply.chunk(finish=finish_reason(generation.stats)) | {"jmedllm": provenance(engine.card)})
     if include_usage:
