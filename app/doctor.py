@@ -45,7 +45,7 @@ from app.engines.server_build import (
 from app.errors import UserError
 from app.gguf_metadata import GGUFFormatError, Scalar, read_gguf_metadata
 from app.model_card import check_gguf_file, quantization_name
-from app.models import MODEL_ENV
+from app.models import MODEL_ENV, find_model_file
 from app.paths import cache_dir, data_dir, models_dir
 from app.ports import listen_problem
 from app.security import is_loopback
@@ -295,10 +295,7 @@ def _model_path(spec: str | None) -> Path:
             raise _Skipped("the demo model is not assembled yet: the first `jmedllm ask --model demo` (or the "
                            "installer) assembles it into the cache folder.")
         return path
-    path = Path(spec).expanduser()
-    if not path.exists() and not path.is_absolute() and (models_dir(create=False) / path).exists():
-        path = models_dir(create=False) / path
-    return check_gguf_file(path)
+    return check_gguf_file(find_model_file(spec))
 
 
 def _positive(values: dict[str, Scalar], key: str, default: int | None = None) -> int:
@@ -458,6 +455,9 @@ def check_disk() -> Check:
     details = {"data_dir": str(data), "data_free_bytes": data_free, "models_dir": str(models),
                "models_free_bytes": models_free}
     summary = f"{_gb(data_free)} free for the data folder, {_gb(models_free)} for the models folder (空き容量)"
+    if models.exists() and not models.is_dir():
+        return _check("disk", WARN, f"{summary}; but the models folder {models} is not a folder: model import and "
+                      "the Model tab cannot use it. Move it away (or set $JMEDLLM_MODELS_DIR to a folder).", details)
     if data_free < FULL_DISK_BYTES:
         return _check("disk", FAIL, f"{summary}: the database cannot be written. Free some space.",
                       details)
@@ -485,9 +485,19 @@ def check_database(options: DoctorOptions) -> Check:
                                "exists": path.is_file()}
     if data.is_dir() and not os.access(data, os.W_OK | os.X_OK):
         return _check("database", FAIL, f"the data folder {data} is not writable by this user.", details)
+    if path.exists() and not path.is_file():
+        return _check("database", FAIL, f"{path} is not a regular file (a folder, a pipe ...), so the app cannot "
+                      "keep its database there: move it away, or use another --db.", details)
     if not path.is_file():
         return _check("database", OK, f"no database at {path} yet: it is created when the first question "
                       "or benchmark run is stored.", details)
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        details["error"] = str(exc)
+        return _check("database", FAIL, f"{path} cannot be opened by this user ({exc.strerror}): check its owner "
+                      "and permissions (run the app as the user who owns it). The file itself may be intact: "
+                      "do not replace it.", details)
     details["size_bytes"] = path.stat().st_size + sum(
         p.stat().st_size for p in (path.with_name(path.name + "-wal"),) if p.is_file())
     try:

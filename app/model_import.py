@@ -80,8 +80,9 @@ def model_file_name(name: str) -> str:
     if not plain or file_name == MODEL_SUFFIX or len(file_name) > MAX_NAME_CHARS:
         raise ModelImportError(f"{_shown(name)!r} cannot name a model: use a plain file name of at most "
                                f"{MAX_NAME_CHARS} characters, without folders, control characters or a leading dot.")
-    if name == DEMO_ALIAS:
-        raise ModelImportError(f"{DEMO_ALIAS!r} names the embedded demo model; choose another name with --name.")
+    if file_name == DEMO_ALIAS + MODEL_SUFFIX:
+        raise ModelImportError(f"{_shown(name)!r} names the embedded demo model ({DEMO_ALIAS!r}); "
+                               "choose another name with --name.")
     return file_name
 
 
@@ -161,8 +162,14 @@ def import_model(source: Path, name: str | None = None, replace: bool = False,
     name already taken (unless ``replace``), or too little free disk space.
     """
     source = Path(source).expanduser()
-    target = models_dir() / model_file_name(name if name is not None else source.name)
+    file_name = model_file_name(name if name is not None else source.name)
     architecture = check_importable(source)
+    try:
+        target = models_dir() / file_name
+    except OSError as exc:  # a file in its place, a read-only disk
+        folder = models_dir(create=False)
+        why = "it is not a folder" if folder.exists() and not folder.is_dir() else exc.strerror or str(exc)
+        raise ModelImportError(f"The models folder {folder} cannot be used: {why}. Nothing was written.") from exc
     existed = target.exists() or target.is_symlink()
     if existed and not replace:
         raise ModelImportError(f"A model named {target.name} is already in {target.parent}. "

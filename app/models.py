@@ -29,11 +29,18 @@ def resolve_model(spec: str | Path | None, progress: bool = True) -> Path:
     spec = str(spec) if spec else os.environ.get(MODEL_ENV, DEMO_ALIAS)
     if spec == DEMO_ALIAS:
         return ensure_demo_model(progress=progress)
+    return check_gguf_file(find_model_file(spec))
+
+
+def find_model_file(spec: str) -> Path:
+    """The path ``spec`` names: as given when it exists or is absolute, else in the models folder, where
+    ``.gguf`` may be left off; the path as given when none exists. Nothing is checked or created."""
     path = Path(spec).expanduser()
     if not path.exists() and not path.is_absolute():
-        found = (p for p in (models_dir() / path, models_dir() / f"{spec}{MODEL_SUFFIX}") if p.exists())
+        folder = models_dir(create=False)
+        found = (p for p in (folder / path, folder / f"{spec}{MODEL_SUFFIX}") if p.exists())
         path = next(found, path)
-    return check_gguf_file(path)
+    return path
 
 
 def _in_models_folder(name: str) -> Path | None:
@@ -41,7 +48,7 @@ def _in_models_folder(name: str) -> Path | None:
     followed, is a regular file inside the models folder; otherwise ``None``."""
     if not name.endswith(MODEL_SUFFIX) or Path(name).name != name or "\\" in name or name.startswith("."):
         return None
-    folder = models_dir().resolve()
+    folder = models_dir(create=False).resolve()
     try:
         target = (folder / name).resolve(strict=True)
         regular = stat.S_ISREG(target.stat().st_mode)
@@ -62,7 +69,7 @@ def resolve_model_name(name: str) -> Path:
     if path is None:
         shown = name if len(name) <= 120 else name[:120] + "…"
         raise ModelNameError(
-            f"{shown!r} is not a GGUF file name in the models folder ({models_dir()}). "
+            f"{shown!r} is not a GGUF file name in the models folder ({models_dir(create=False)}). "
             "Models are loaded by name only: copy the .gguf file into that folder and pick it from the list."
         )
     return check_gguf_file(path)
@@ -70,5 +77,5 @@ def resolve_model_name(name: str) -> Path:
 
 def list_models() -> list[Path]:
     """GGUF files in the models folder that :func:`resolve_model_name` accepts, for the UI's picker."""
-    found = (_in_models_folder(p.name) for p in models_dir().glob(f"*{MODEL_SUFFIX}"))
+    found = (_in_models_folder(p.name) for p in models_dir(create=False).glob(f"*{MODEL_SUFFIX}"))
     return sorted(p for p in found if p is not None)

@@ -3,10 +3,13 @@ RAM, a busy port, no IgakuQA, nothing written; and the Model tab's system sectio
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import sqlite3
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import gradio as gr
 import pytest
 
 from app.db import open_db
-from app.doctor import TITLES, Check, DoctorOptions, Report, check_speed, kv_cache_bytes
+from app.doctor import TITLES, Check, DoctorOptions, Report, check_database, check_speed, kv_cache_bytes
 from app.gguf_metadata import read_gguf_metadata
 from app.ui.state import AppState, ServeOptions
 from app.ui.system_panel import build_system_panel, report_markdown
@@ -99,6 +102,42 @@ def test_damaged_database_fails(data_dir: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in data_dir.iterdir()) == ["jmedllm.db"]  # no -wal, -shm or journal
 
 
+def test_a_database_path_that_is_not_a_file_fails(data_dir: Path, tmp_path: Path) -> None:
+    (data_dir / "jmedllm.db").mkdir()
+    code, checks = doctor_json("--model", str(tiny_model(tmp_path / "tiny.gguf")))
+    assert code == 1 and checks["database"]["status"] == "fail", checks["database"]
+    assert "is not a regular file" in checks["database"]["summary"]
+
+
+@contextlib.contextmanager
+def as_another_user() -> Iterator[None]:
+    """The block run as ``nobody`` where the tests run as root (who reads any file); otherwise as is."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_an_unreadable_database_is_a_permission_problem_not_damage(monkeypatch: pytest.MonkeyPatch) -> None:
+    with tempfile.TemporaryDirectory(prefix="jmedllm-doctor-") as folder:  # pytest's tmp_path is root's alone
+        os.chmod(folder, 0o755)
+        monkeypatch.setenv("JMEDLLM_DATA_DIR", folder)
+        db = Path(folder) / "jmedllm.db"
+        open_db(db).close()
+        db.chmod(0)
+        with as_another_user():
+            check = check_database(DoctorOptions(db_path=db))
+    assert check.status == "fail"
+    assert "cannot be opened by this user (Permission denied)" in check.summary, check.summary
+    assert "damaged" not in check.summary and "backup" not in check.summary
+
+
 def test_database_schema_versions(data_dir: Path, tmp_path: Path) -> None:
     model = str(tiny_model(tmp_path / "tiny.gguf"))
     current = tmp_path / "current.db"
@@ -140,6 +179,25 @@ def test_missing_model_fails(data_dir: Path, tmp_path: Path) -> None:
     assert code == 1
     assert checks["memory"]["status"] == "fail"
     assert "Model file not found" in checks["memory"]["summary"]
+
+
+def test_a_model_is_found_by_its_imported_name(data_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model import`` names it NAME.gguf and ``serve --model NAME`` finds it: so does doctor."""
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setenv("JMEDLLM_MODELS_DIR", str(models))
+    tiny_model(models / "jmed-tiny.gguf")
+    code, checks = doctor_json("--model", "jmed-tiny")
+    assert code == 0, checks["memory"]
+    assert checks["memory"]["details"]["model"] == str(models / "jmed-tiny.gguf")
+
+
+def test_a_models_folder_that_is_a_file_warns(data_dir: Path, tmp_path: Path) -> None:
+    (data_dir / "models").write_text("junk")
+    code, checks = doctor_json("--model", str(tiny_model(tmp_path / "tiny.gguf")))
+    assert code == 0 and checks["disk"]["status"] == "warn", checks["disk"]
+    assert f"the models folder {data_dir / 'models'} is not a folder" in checks["disk"]["summary"]
 
 
 def test_a_truncated_model_fails_and_gets_no_speed_estimate(demo_model_path: Path, data_dir: Path,

@@ -194,6 +194,40 @@ def test_local_user_loads_a_models_folder_file_by_name_and_it_is_logged(local_se
 
 
 @pytest.mark.slow
+def test_a_listed_name_with_spaces_loads_as_listed(local_server: Server, served_models: Path) -> None:
+    spaced = " spaced demo .gguf"  # a valid file name, offered as is by the picker
+    os.link(served_models / RENAMED, served_models / spaced)
+    client = Client(local_server.url, verbose=False)
+    try:
+        card, _ = client.predict(spaced, "0", 1024, api_name="/load_model")
+        assert "spaced demo" in card
+        assert log_rows(local_server.db_path)[-1][2:6] == (spaced, DEMO_SHA256, "Q4_K_M", LOADED)
+        _, _, answered_by, _ = client.predict("Hello?", "", "en", "auto", "0", 16, "default", False,
+                                              api_name="/chat")
+        assert "spaced demo" in answered_by
+    finally:
+        client.predict("demo", "0", 1024, api_name="/load_model")
+        (served_models / spaced).unlink()
+
+
+@pytest.mark.slow
+def test_a_models_folder_that_cannot_be_made_leaves_the_server_running(tmp_path: Path, app_data_dir: Path) -> None:
+    blocked = tmp_path / "models"
+    blocked.write_text("not a folder")
+    server = serve_with_models(blocked, tmp_path, app_data_dir)  # it stopped with a traceback at start
+    try:
+        client = Client(server.url, verbose=False)
+        with pytest.raises(Exception, match="not a GGUF file name in the models folder"):
+            client.predict("x.gguf", "0", 1024, api_name="/load_model")
+        _, _, answered_by, _ = client.predict("Hello?", "", "en", "auto", "0", 16, "default", False,
+                                              api_name="/chat")
+        assert DEMO_SHA256[:12] in answered_by
+        assert blocked.read_text() == "not a folder"
+    finally:
+        stop_server(server)
+
+
+@pytest.mark.slow
 def test_paths_and_uploads_are_refused_and_logged(local_server: Server, demo_model_path: Path) -> None:
     client = Client(local_server.url, verbose=False)
     with demo_model_path.open("rb") as handle:  # a real GGUF, uploaded through Gradio's own route

@@ -156,12 +156,29 @@ def test_an_imported_model_is_readable_only_by_its_owner(tmp_path: Path, models:
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("name", ["../model", "sub/model", ".hidden", "demo", "a\x1b[31m", "x" * 300, ""])
+@pytest.mark.parametrize("name", ["../model", "sub/model", ".hidden", "demo", "demo.gguf", "a\x1b[31m", "x" * 300, ""])
 def test_names_that_are_not_plain_file_names_are_refused(name: str) -> None:
     with pytest.raises(ModelImportError):
         model_file_name(name)
     assert model_file_name("jmedllm-7b-v1.Q4_K_M") == "jmedllm-7b-v1.Q4_K_M.gguf"
     assert model_file_name("x.gguf") == "x.gguf"
+
+
+def test_a_models_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file where the models folder should be: import says so and info NAME looks there, no traceback."""
+    blocked = tmp_path / "models"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("JMEDLLM_MODELS_DIR", str(blocked))
+    source = small_gguf(tmp_path / "jmed-x.gguf")
+    assert_clean_error(run_cli("model", "import", str(source)),
+                       f"The models folder {blocked} cannot be used: it is not a folder. Nothing was written.")
+    assert_clean_error(run_cli("model", "info", "jmed-x"), "Model file not found: jmed-x")
+    assert blocked.read_text() == "not a folder"
+    missing = tmp_path / "no-models-yet"
+    monkeypatch.setenv("JMEDLLM_MODELS_DIR", str(missing))
+    assert_clean_error(run_cli("model", "info", "jmed-x"), "Model file not found: jmed-x")
+    assert not missing.exists()  # looking a model up creates no folder
 
 
 def test_too_little_free_disk_is_refused_before_copying(tmp_path: Path) -> None:

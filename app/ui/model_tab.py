@@ -47,6 +47,15 @@ def model_names() -> list[str]:
     return [DEMO_ALIAS, *(path.name for path in list_models())]
 
 
+def models_folder_markdown() -> str:
+    """Where the picker looks: the models folder, created when missing, or why it cannot be used."""
+    try:
+        return f"Models folder / モデルフォルダ: `{models_dir()}`"
+    except OSError as exc:  # a file in its place, a read-only disk: the server runs on, with no models to pick
+        return (f"Models folder / モデルフォルダ: `{models_dir(create=False)}` cannot be used "
+                f"({exc.strerror or exc}); only the demo model can be loaded.")
+
+
 def current_model_markdown(loaded: LoadedModel) -> str:
     """The current model's card, and who loaded it when."""
     if loaded.version == 0:
@@ -72,7 +81,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
     """Create the Model tab inside the current ``gr.Tab``; returns the current-model view and the load event."""
     access = gr.Markdown(refusal_text(state), elem_id="model-access")
     with gr.Column(visible=False, elem_id="model-admin") as admin_view:  # shown to administrators on page load
-        gr.Markdown(f"Models folder / モデルフォルダ: `{models_dir()}`")
+        gr.Markdown(models_folder_markdown())
         with gr.Row():
             # Custom values reach the server, which accepts names of the models folder only and logs the rest.
             pick = labeler.add(
@@ -134,8 +143,8 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
 
     def load(name: str | None, raw_layers: str, context: float, request: gr.Request,
              progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:  # noqa: B008
-        requested = (name or "").strip()
-        if not requested and state.may_load_models(request.username):  # nothing chosen: not an attempt to log
+        requested = name or ""  # as listed: a file name may begin or end with a space
+        if not requested.strip() and state.may_load_models(request.username):  # nothing chosen: not logged
             raise Refused(MODEL_CHOOSE)
         address = _client_address(request)
 
