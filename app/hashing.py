@@ -1,13 +1,15 @@
 """sha256 of model files, computed once and cached by path, modification time and size.
 
 The cache file (0600) is keyed by a sha256 of those three, so it does not list the model paths;
-it keeps the newest ``_MAX_ENTRIES`` entries.
+it keeps the newest ``_MAX_ENTRIES`` entries. It only saves time: where the cache folder cannot be
+made or written (read-only, full), digests are computed each time and a warning is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -20,6 +22,8 @@ _CHUNK = 8 * 1024 * 1024
 _LOCK = threading.Lock()
 _MAX_ENTRIES = 256
 _HEX_KEY = re.compile(r"[0-9a-f]{64}")
+
+log = logging.getLogger(__name__)
 
 
 HashProgress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -40,7 +44,7 @@ def sha256_file(path: Path, on_progress: HashProgress | None = None) -> str:
 
 
 def _cache_file() -> Path:
-    return cache_dir() / "sha256-cache.json"
+    return cache_dir(create=False) / "sha256-cache.json"
 
 
 def _key(path: Path) -> str:
@@ -89,6 +93,11 @@ def remember_sha256(path: Path, digest: str) -> None:
 
 
 def _write_cache(cache_path: Path, cache: dict[str, str]) -> None:
-    """Write the newest ``_MAX_ENTRIES`` entries of ``cache`` (0600)."""
-    with atomic_writer(cache_path, private=True) as handle:
-        handle.write(json.dumps(dict(list(cache.items())[-_MAX_ENTRIES:]), indent=1).encode())
+    """Write the newest ``_MAX_ENTRIES`` entries of ``cache`` (0600), where the cache folder can be written."""
+    try:
+        cache_dir()  # made (0700) if missing
+        with atomic_writer(cache_path, private=True) as handle:
+            handle.write(json.dumps(dict(list(cache.items())[-_MAX_ENTRIES:]), indent=1).encode())
+    except OSError as exc:
+        log.warning("sha256 cache not saved (%s: %s): model files will be hashed again", cache_path,
+                    exc.strerror or exc)

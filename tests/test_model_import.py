@@ -258,3 +258,14 @@ def test_the_architecture_list_is_the_pinned_llama_cpps() -> None:
     assert table is not None
     names = set(re.findall(r'\{\s*LLM_ARCH_\w+,\s*"([^"]+)"\s*\}', table.group(1))) - {"clip", "(unknown)"}
     assert names == LLAMA_CPP_ARCHITECTURES
+
+
+def test_a_cache_folder_that_cannot_be_written_only_costs_time(tmp_path: Path, demo_model_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("where the cache folder should be")
+    monkeypatch.setenv("JMEDLLM_CACHE_DIR", str(blocked / "cache"))
+    result = run_cli("model", "info", str(demo_model_path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sha256"] == DEMO_SHA256
+    assert "Traceback" not in result.stderr and "sha256 cache not saved" in result.stderr
