@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import functools
 import importlib
-import json
 import signal
 import sys
 import threading
@@ -203,14 +202,14 @@ model.add_command(import_cmd)
 @click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
 def model_info(path: str | None, as_json: bool) -> None:
     """Print the model card of PATH (a GGUF file, or "demo")."""
-    from app.gguf_metadata import printable, printable_json
+    from app.gguf_metadata import printable, terminal_json
     from app.model_card import read_model_card
     from app.models import resolve_model
 
     card = read_model_card(resolve_model(path))
     data = card.as_dict()
     if as_json:
-        click.echo(printable_json(json.dumps(data, ensure_ascii=False, indent=2)))
+        click.echo(terminal_json(data, indent=2))
         return
     for key, value in data.items():
         click.echo(f"{key:>16}: {printable(str(value))}")

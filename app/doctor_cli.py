@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from app.doctor import FAIL, MARKS, WARN, DoctorOptions, Report, detail_lines, run_doctor
 from app.engines.options import DEFAULT_CONTEXT
-from app.gguf_metadata import printable, printable_json
+from app.gguf_metadata import printable, terminal_json
 
 
 def human_text(report: Report) -> str:
@@ -49,7 +48,7 @@ def doctor(ctx: click.Context, model: str | None, n_ctx: int, host: str, port: i
     """
     report = run_doctor(DoctorOptions(model=model, n_ctx=n_ctx, host=host, port=port, db_path=db))
     if as_json:
-        click.echo(printable_json(json.dumps(report.as_dict(), ensure_ascii=False, indent=2)))
+        click.echo(terminal_json(report.as_dict(), indent=2))
     else:
         click.echo(human_text(report))
     if report.failed:

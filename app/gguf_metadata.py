@@ -11,6 +11,7 @@ are skipped, never materialised) and raises :class:`GGUFFormatError` naming the 
 
 from __future__ import annotations
 
+import json
 import mmap
 import re
 import struct
@@ -267,3 +268,9 @@ def terminal_safe(text: str) -> str:
 def printable_json(text: str) -> str:
     """The output of ``json.dumps(..., ensure_ascii=False)`` with the controls it leaves raw as ``\\uXXXX``."""
     return _LEFT_RAW_BY_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def terminal_json(value: object, indent: int) -> str:
+    """``value`` as indented JSON for the terminal: non-ASCII kept, values JSON cannot hold as text
+    (``default=str``), no raw control character left (:func:`printable_json`)."""
+    return printable_json(json.dumps(value, ensure_ascii=False, indent=indent, default=str))

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from app.bench.cli_options import DATA_OPTION, DB_OPTION, database_path, open_for_reading, terminal_json
+from app.bench.cli_options import DATA_OPTION, DB_OPTION, database_path, open_for_reading
 from app.bench.data_cli import data
 from app.bench.metrics import PRIMARY, metric_choices
 from app.bench.modes import DEFAULT_MODE, MODES, mode_help
 from app.bench.table_cli import table
 from app.cli import UserErrorGroup, engine_options, load_engine
-from app.gguf_metadata import terminal_safe
+from app.gguf_metadata import terminal_json, terminal_safe
 
 if TYPE_CHECKING:
     from app.bench.data import Dataset
@@ -136,7 +136,7 @@ def list_cmd(db_path: Path | None, as_json: bool) -> None:
 
     runs = list_runs(open_for_reading(db_path))
     if as_json:
-        click.echo(terminal_json(runs))
+        click.echo(terminal_json(runs, indent=1))
         return
     if not runs:
         click.echo("No benchmark runs yet. Start one with: jmedllm bench run --set quick")
@@ -172,7 +172,7 @@ def show_cmd(run_id: int, db_path: Path | None, data: str | None, as_json: bool,
         summary["baselines"] = baselines_for(dataset, [r["problem_id"] for r in rows])
         summary["paper_reported"] = paper_reported()
     if as_json:
-        click.echo(terminal_json({"run": run, "summary": summary}))
+        click.echo(terminal_json({"run": run, "summary": summary}, indent=1))
         return
     click.echo(terminal_safe(format_summary(run, summary)))
     if "baselines" in summary and rows:
@@ -218,7 +218,7 @@ def compare_cmd(run_a: int, run_b: int, db_path: Path | None, metric: str, as_js
     get_run(db, run_b)
     result = compare_answers(answers(db, run_a), answers(db, run_b), metric)
     if as_json:
-        click.echo(terminal_json(result))
+        click.echo(terminal_json(result, indent=1))
         return
     for d in result["differences"]:
         mark = lambda ok: "✓" if ok else "✗"  # noqa: E731

@@ -29,11 +29,3 @@ def open_for_reading(path: Path | None) -> sqlite_utils.Database:
 
     return open_db(database_path(path), create=path is None)
 
-
-def terminal_json(value: object) -> str:
-    """``value`` as indented JSON (non-ASCII kept) with no raw control character left (see :func:`terminal_safe`)."""
-    import json
-
-    from app.gguf_metadata import printable_json
-
-    return printable_json(json.dumps(value, ensure_ascii=False, indent=1, default=str))

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from app.bench.cli_options import terminal_json
 from app.cli import UserErrorGroup
-from app.gguf_metadata import terminal_safe
+from app.gguf_metadata import terminal_json, terminal_safe
 
 
 @click.group("data", cls=UserErrorGroup)
@@ -46,7 +45,7 @@ def list_cmd(as_json: bool) -> None:
 
     found = entries()
     if as_json:
-        click.echo(terminal_json([e.as_dict() for e in found]))
+        click.echo(terminal_json([e.as_dict() for e in found], indent=1))
         return
     if not found:
         click.echo("No imported question sets yet. Import one with: jmedllm bench data add PATH")
