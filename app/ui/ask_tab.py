@@ -24,6 +24,7 @@ from app.qa import Query, parse_choices, validate
 from app.ui.cancels import CancelFlag, CancelRegistry
 from app.ui.cards import model_card_markdown
 from app.ui.chat_view import Message, conversation_messages, note_message, streaming_messages
+from app.ui.events import QUIET
 from app.ui.history_panel import build_history_panel
 from app.ui.i18n import LANGUAGE_CHOICES, THINKING_CHOICES, t
 from app.ui.ime_guard import CHAT_INPUT_ID
@@ -218,15 +219,13 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
     saved: dict[str, Any] = {"fn": history_list.refresh, "inputs": history_list.picker, "outputs": history_list.picker,
                              "api_visibility": "private"}
 
-    quick: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
-
     def starting(request: gr.Request) -> dict[str, Any]:
         """Stop usable (red) from the click on, with a cancel flag armed: the answer may wait for the model."""
         cancels.arm(request)
         return gr.update(interactive=True, variant="stop")
 
     ended: dict[str, Any] = {"fn": lambda: gr.update(interactive=False, variant="secondary"), "outputs": stop_button,
-                             **quick}
+                             **QUIET}
     for trigger, fn, inputs, name in (
         (send_button.click, send, send_inputs, "chat"),
         (message.submit, send, send_inputs, False),
@@ -234,7 +233,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
         (regenerate_button.click, regenerate_last, [conversation, max_tokens, thinking, keep_history, ui_lang],
          "regenerate"),
     ):
-        answered = trigger(starting, outputs=stop_button, **quick).then(fn, inputs=inputs, api_name=name,
+        answered = trigger(starting, outputs=stop_button, **QUIET).then(fn, inputs=inputs, api_name=name,
                                                                         **answering)
         answered.then(**saved).then(**ended)
         answered.failure(**ended)  # a refused question (empty, too long): Stop greys out again

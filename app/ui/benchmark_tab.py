@@ -39,6 +39,7 @@ from app.ui.bench_data_panel import IGAKUQA_SET_CHOICES, LANG_CHOICES, DataPanel
 from app.ui.bench_live import WATCH_S, LiveRun, done_text
 from app.ui.bench_table_view import TableView
 from app.ui.cancels import CancelRegistry
+from app.ui.events import QUIET
 from app.ui.i18n import t
 from app.ui.labels import Labeler
 from app.ui.refused import Refused
@@ -274,17 +275,16 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
 
     outputs = [status, results, pass_fail, year_plot, category_plot, history_plot, runs_table, export_id,
                table_view.runs]
-    hidden: dict[str, Any] = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
     def starting(request: gr.Request) -> tuple[Any, ...]:
         """Run disabled and Stop usable from the click on, with a cancel flag armed: the run may wait its turn."""
         cancels.arm(request)
         return *controls(True), gr.Timer(active=False)
 
-    ran = run_button.click(starting, outputs=[run_button, stop_button, watch_timer], **hidden).then(
+    ran = run_button.click(starting, outputs=[run_button, stop_button, watch_timer], **QUIET).then(
         run, inputs=[set_name, languages, mode, limit, ui_lang, panel.data], outputs=outputs,
         api_name="self_benchmark", concurrency_limit=1, show_progress_on=status)
     for after in (ran.then, ran.failure):  # a refused or failed run gives the buttons back too
-        after(lambda: controls(False), outputs=[run_button, stop_button], **hidden)
+        after(lambda: controls(False), outputs=[run_button, stop_button], **QUIET)
 
     def watch_on_load(ui_lang: str) -> tuple[Any, Any]:
         """A page opened while a run runs here shows its progress, and follows it."""
@@ -298,8 +298,8 @@ def build_benchmark_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, la
         return (done_text(ended, ui_lang) if ended else gr.skip(), gr.Timer(active=False),
                 runs_frame(state.options.database))
 
-    page.load(watch_on_load, inputs=ui_lang, outputs=[status, watch_timer], **hidden)
-    watch_timer.tick(watch, inputs=ui_lang, outputs=[status, watch_timer, runs_table], **hidden)
+    page.load(watch_on_load, inputs=ui_lang, outputs=[status, watch_timer], **QUIET)
+    watch_timer.tick(watch, inputs=ui_lang, outputs=[status, watch_timer, runs_table], **QUIET)
 
     def stop(request: gr.Request) -> None:
         cancels.cancel(request)

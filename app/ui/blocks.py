@@ -10,6 +10,7 @@ from app.engines.base import Engine
 from app.ui.ask_tab import build_ask_tab, thinking_switch_visible
 from app.ui.benchmark_tab import build_benchmark_tab
 from app.ui.cards import model_card_markdown
+from app.ui.events import QUIET
 from app.ui.i18n import DEMO_WARNING, NOTICE, UI_LANGUAGES, t
 from app.ui.labels import Labeler
 from app.ui.model_tab import build_model_tab, current_model_markdown
@@ -68,8 +69,7 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
         # Off the queue, so a refresh never waits behind (or holds up) a question.
         page_refresh: dict[str, Any] = {
             "fn": refresh, "inputs": shown_version,
-            "outputs": [demo_notice, ask.card, current_model, ask.thinking, shown_version],
-            "queue": False, "show_progress": "hidden", "api_visibility": "private",
+            "outputs": [demo_notice, ask.card, current_model, ask.thinking, shown_version], **QUIET,
         }
         demo.load(**page_refresh)
         gr.Timer(REFRESH_SECONDS).tick(**page_refresh)

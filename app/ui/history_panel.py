@@ -123,6 +123,16 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
                 with contextlib.suppress(OSError):  # its hash folder, unless something else is in it
                     copy.parent.rmdir()
 
+    def after_delete(gone: set[str], current: Conversation | None) -> tuple[Any, ...]:
+        """The deleted conversations' exports and kept KV states dropped; the list refreshed, the open
+        conversation cleared from the screen if it was one of them, the confirmation hidden."""
+        forget_exports(gone)
+        for conversation_id in gone:
+            state.engine.forget(conversation_id)
+        if current is not None and current.id in gone:  # its text leaves the screen too
+            return listing(), [], Conversation(), None, gr.update(visible=False)
+        return listing(), gr.skip(), gr.skip(), None, gr.update(visible=False)
+
     def ask_to_delete_one(conversation_id: str | None, ui_lang: str) -> tuple[Any, ...]:
         """Name the chosen conversation and show the button that deletes it."""
         gone = chosen(conversation_id, ui_lang)
@@ -147,11 +157,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
             delete_conversation(database, gone)
         except UserError as exc:
             raise Refused(str(exc)) from exc
-        forget_exports({gone})
-        state.engine.forget(gone)
-        if current is not None and current.id == gone:  # its text leaves the screen too
-            return listing(), [], Conversation(), None, gr.update(visible=False)
-        return listing(), gr.skip(), gr.skip(), None, gr.update(visible=False)
+        return after_delete({gone}, current)
 
     def delete_everything(current: Conversation | None) -> tuple[Any, ...]:
         try:
@@ -159,12 +165,7 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
             delete_all(database)
         except UserError as exc:
             raise Refused(str(exc)) from exc
-        forget_exports(saved)
-        for conversation_id in saved:
-            state.engine.forget(conversation_id)
-        if current is not None and current.id in saved:
-            return listing(), [], Conversation(), None, gr.update(visible=False)
-        return listing(), gr.skip(), gr.skip(), None, gr.update(visible=False)
+        return after_delete(saved, current)
 
     def export(conversation_id: str | None, ui_lang: str) -> str:
         try:
