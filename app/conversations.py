@@ -3,6 +3,10 @@
 History is off by default: nothing here runs unless the caller chose to keep it. Deleting really
 deletes: the rows go, and the file is vacuumed and its write-ahead log emptied, so the text is not
 left in free pages of the file either.
+
+Each conversation has an ``owner``: the login that kept it (``None`` without a login). Every function
+here sees only the conversations of the owner it is given, so on a shared server one user's patients
+never appear in another's history.
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ class ConversationNotFound(UserError, LookupError):
                          f"/ 会話 {conversation_id!r} は保存されていません。")
 
 
-def save_turn(db_path: Path | str, conversation: Conversation, turn: Turn) -> None:
-    """Store ``turn`` (one of ``conversation``'s) and any earlier turn not stored yet, in one transaction.
+def save_turn(db_path: Path | str, conversation: Conversation, turn: Turn, owner: str | None = None) -> None:
+    """Store ``turn`` (one of ``conversation``'s) and any earlier turn not stored yet, in one transaction,
+    as ``owner``'s.
 
     The first turn creates the conversation's row. A turn stored at the same position before (the
     answer was regenerated) is replaced, and any stored after it are removed. If the stored
-    conversation has gone on elsewhere (continued in another tab), it is left as it is and this one
-    is stored anew under a new id, so neither loses a turn.
+    conversation has gone on elsewhere (continued in another tab) or is another owner's, it is left
+    as it is and this one is stored anew under a new id, so neither loses a turn.
     """
     position = next((i for i, t in enumerate(conversation.turns) if t is turn), None)
     if position is None:
@@ -47,12 +52,14 @@ def save_turn(db_path: Path | str, conversation: Conversation, turn: Turn) -> No
     with connect(db_path) as db, db.atomic():
         stored = {row[0]: (row[1], row[2]) for row in db.execute(
             "select position, question, answer from turns where conversation_id = ?", [conversation.id])}
-        if _diverged(stored, conversation.turns, position):
+        others = db.execute("select 1 from conversations where id = ? and owner is not ?",
+                            [conversation.id, owner]).fetchone()
+        if others or _diverged(stored, conversation.turns, position):
             conversation.id, stored = uuid.uuid4().hex, {}
         db.table("conversations").upsert({
             "id": conversation.id, "created_at": conversation.created_at, "updated_at": utc_now(),
             "language": conversation.language, "title": conversation.title, "model_file": first.stamp.file_name,
-            "dropped": conversation.dropped,
+            "dropped": conversation.dropped, "owner": owner,
         }, pk="id")
         db.execute("delete from turns where conversation_id = ? and position >= ?", [conversation.id, position])
         db.table("turns").insert_all(
@@ -61,21 +68,22 @@ def save_turn(db_path: Path | str, conversation: Conversation, turn: Turn) -> No
         )
 
 
-def list_conversations(db_path: Path | str) -> list[dict[str, Any]]:
-    """Saved conversations, the latest updated first: id, updated_at, title, model_file, n_turns."""
+def list_conversations(db_path: Path | str, owner: str | None = None) -> list[dict[str, Any]]:
+    """``owner``'s saved conversations, the latest updated first: id, updated_at, title, model_file, n_turns."""
     if not Path(db_path).exists():
         return []
     with connect(db_path) as db:
         return [dict(row) for row in db.query(
             "select c.id, c.updated_at, c.title, c.model_file, count(t.id) as n_turns "
-            "from conversations c left join turns t on t.conversation_id = c.id "
-            "group by c.id order by c.updated_at desc, c.rowid desc")]
+            "from conversations c left join turns t on t.conversation_id = c.id where c.owner is ? "
+            "group by c.id order by c.updated_at desc, c.rowid desc", [owner])]
 
 
-def resolve_conversation_id(db_path: Path | str, start: str) -> str:
-    """The id of the one saved conversation whose id is or begins with ``start`` (ids are listed cut short)."""
+def resolve_conversation_id(db_path: Path | str, start: str, owner: str | None = None) -> str:
+    """The id of ``owner``'s one saved conversation whose id is or begins with ``start`` (ids are listed cut
+    short)."""
     start = start.strip().lower()
-    matches = [row["id"] for row in list_conversations(db_path) if start and row["id"].startswith(start)]
+    matches = [row["id"] for row in list_conversations(db_path, owner) if start and row["id"].startswith(start)]
     if len(matches) > 1:
         raise UserError(f"{len(matches)} saved conversations have an id beginning with {start!r}: give more of it. "
                         f"/ {start!r} で始まる会話が複数あります。")
@@ -84,43 +92,46 @@ def resolve_conversation_id(db_path: Path | str, start: str) -> str:
     return matches[0]
 
 
-def load_conversation(db_path: Path | str, conversation_id: str) -> Conversation:
-    """The saved conversation ``conversation_id``, to read or continue."""
+def load_conversation(db_path: Path | str, conversation_id: str, owner: str | None = None) -> Conversation:
+    """``owner``'s saved conversation ``conversation_id``, to read or continue (another owner's is not found)."""
     if not Path(db_path).exists():
         raise ConversationNotFound(conversation_id)
     with connect(db_path) as db:
-        try:
-            row = db.table("conversations").get(conversation_id)
-        except sqlite_utils.db.NotFoundError:
-            raise ConversationNotFound(conversation_id) from None
+        row = next(db.query("select * from conversations where id = ? and owner is ?", [conversation_id, owner]),
+                   None)
+        if row is None:
+            raise ConversationNotFound(conversation_id)
         turns = [_turn(r) for r in db.table("turns").rows_where("conversation_id = ?", [conversation_id],
                                                                  order_by="position")]
     return Conversation(id=row["id"], language=row["language"], turns=turns, dropped=row["dropped"] or 0,
                         created_at=row["created_at"])
 
 
-def delete_conversation(db_path: Path | str, conversation_id: str) -> None:
-    """Delete one saved conversation, really: rows deleted, file vacuumed."""
+def delete_conversation(db_path: Path | str, conversation_id: str, owner: str | None = None) -> None:
+    """Delete one of ``owner``'s saved conversations, really: rows deleted, file vacuumed."""
     if not Path(db_path).exists():
         raise ConversationNotFound(conversation_id)
     with connect(db_path) as db:
         with db.atomic():
-            if not db.execute("select 1 from conversations where id = ?", [conversation_id]).fetchone():
+            if not db.execute("select 1 from conversations where id = ? and owner is ?",
+                              [conversation_id, owner]).fetchone():
                 raise ConversationNotFound(conversation_id)
             db.execute("delete from turns where conversation_id = ?", [conversation_id])
             db.execute("delete from conversations where id = ?", [conversation_id])
         _scrub(db)
 
 
-def delete_all(db_path: Path | str) -> int:
-    """Delete every saved conversation, really: rows deleted, file vacuumed; returns how many there were."""
+def delete_all(db_path: Path | str, owner: str | None = None) -> int:
+    """Delete every one of ``owner``'s saved conversations, really: rows deleted, file vacuumed; returns how
+    many there were."""
     if not Path(db_path).exists():
         return 0
     with connect(db_path) as db:
         with db.atomic():
-            count = int(db.execute("select count(*) from conversations").fetchone()[0])
-            db.execute("delete from turns")
-            db.execute("delete from conversations")
+            count = int(db.execute("select count(*) from conversations where owner is ?", [owner]).fetchone()[0])
+            db.execute("delete from turns where conversation_id in (select id from conversations where owner is ?)",
+                       [owner])
+            db.execute("delete from conversations where owner is ?", [owner])
         _scrub(db)
     return count
 

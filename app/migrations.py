@@ -204,3 +204,12 @@ def m008_run_training_overlap(db: sqlite_utils.Database) -> None:
     sets (JSON, :mod:`app.bench.overlap`); NULL for a model without a record and for older runs."""
     if "training_overlap" not in db.table("runs").columns_dict:
         db.table("runs").add_column("training_overlap", str)
+
+
+@migration
+def m009_conversation_owner(db: sqlite_utils.Database) -> None:
+    """``conversations.owner``: the login that kept a conversation, who alone lists, opens and deletes it;
+    NULL for one kept without a login (``chat --history``, a loopback server) and for older ones."""
+    if "owner" not in db.table("conversations").columns_dict:
+        db.table("conversations").add_column("owner", str)
+    db.table("conversations").create_index(["owner", "updated_at"], if_not_exists=True)

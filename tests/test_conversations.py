@@ -114,6 +114,29 @@ def test_delete_one_and_delete_all_leave_no_trace_in_the_file(tmp_path: Path) ->
         assert {"questions", "runs", "conversations", "turns"} <= set(conn.table_names())
 
 
+def test_each_owner_sees_and_deletes_only_their_own_conversations(tmp_path: Path) -> None:
+    """On a shared server, one login's conversations (patient text) are invisible to another's and to the
+    local user's, even given their id; a turn saved under another's id is kept apart, never mixed in."""
+    db = tmp_path / "ward.db"
+    alice, bob, local = Conversation(), Conversation(), Conversation()
+    alice.turns.append(make_turn(SECRET, "A"))
+    save_turn(db, alice, alice.turns[0], owner="alice")
+    bob.turns.append(make_turn("Q bob", "A bob"))
+    save_turn(db, bob, bob.turns[0], owner="bob")
+    add(db, local, make_turn("Q local", "A local"))
+    assert [row["id"] for row in list_conversations(db, "bob")] == [bob.id]
+    assert [row["id"] for row in list_conversations(db)] == [local.id]
+    for owner in ("bob", None):
+        for action in (load_conversation, delete_conversation, resolve_conversation_id):
+            with pytest.raises(ConversationNotFound):
+                action(db, alice.id, owner)
+    taken = Conversation(id=alice.id, turns=[make_turn("Q", "A")])  # bob's page somehow holding alice's id
+    save_turn(db, taken, taken.turns[0], owner="bob")
+    assert taken.id != alice.id and load_conversation(db, alice.id, "alice").turns[0].question == SECRET
+    assert delete_all(db, "bob") == 2 and delete_all(db) == 1
+    assert [row["id"] for row in list_conversations(db, "alice")] == [alice.id]
+
+
 def test_a_saved_conversation_is_found_by_the_start_of_its_id(tmp_path: Path) -> None:
     db = tmp_path / "h.db"
     for conversation_id in ("aa1" + "0" * 29, "aa2" + "0" * 29):

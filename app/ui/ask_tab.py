@@ -25,7 +25,7 @@ from app.ui.cancels import CancelFlag, CancelRegistry
 from app.ui.cards import model_card_markdown
 from app.ui.chat_view import Message, conversation_messages, note_message, streaming_messages
 from app.ui.events import QUIET
-from app.ui.history_panel import build_history_panel
+from app.ui.history_panel import build_history_panel, owner
 from app.ui.i18n import LANGUAGE_CHOICES, THINKING_CHOICES, t
 from app.ui.ime_guard import CHAT_INPUT_ID
 from app.ui.labels import LANGUAGE_OPTIONS, THINKING_OPTIONS, Labeler
@@ -121,9 +121,10 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
     hidden_note = (gr.update(visible=False), "", gr.skip())
 
     def stream(engine: Engine, chat: Conversation, reply: Reply, cancel: CancelFlag, history_on: bool,
-               ui_lang: str) -> Iterator[tuple[Any, ...]]:
-        """Chat, message box, conversation, card and note while ``reply`` streams, then with its finished turn;
-        after New conversation (``cancel`` abandoned), the empty conversation it left, never this one again."""
+               ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        """Chat, message box, conversation, card and note while ``reply`` streams, then with its finished turn
+        (kept in the history of ``request``'s user when ``history_on``); after New conversation (``cancel``
+        abandoned), the empty conversation it left, never this one again."""
         earlier = conversation_messages(chat, ui_lang)
         failure: UserError | None = None
         not_saved: UserError | None = None
@@ -139,7 +140,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
             turn = reply.finish()
             if history_on and failure is None:
                 try:
-                    save_turn(state.options.database, chat, turn)
+                    save_turn(state.options.database, chat, turn, owner(request))
                 except UserError as exc:
                     not_saved = exc
         if not_saved is not None:
@@ -184,7 +185,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                 return
             except UserError as exc:
                 raise Refused(str(exc)) from exc
-            yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
+            yield from stream(engine, chat, reply, cancel, history_on, ui_lang, request)
 
     def drop_and_send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str,
                       template_name: str, shot_count: str, token_limit: float, thinking_choice: str, history_on: bool,
@@ -204,7 +205,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
                 return
             except UserError as exc:
                 raise Refused(str(exc)) from exc
-            yield from stream(engine, chat, reply, cancel, history_on, ui_lang)
+            yield from stream(engine, chat, reply, cancel, history_on, ui_lang, request)
 
     def new_conversation(request: gr.Request) -> tuple[Any, ...]:
         """An empty conversation; an answer still running is stopped (kept in history as stopped), so the

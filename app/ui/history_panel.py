@@ -1,6 +1,6 @@
 """The Ask tab's History panel: saved conversations listed (date, first question, model), opened to
 continue, deleted one by one or all at once (each after a confirmation naming what goes), exported
-as Markdown.
+as Markdown. Each logged-in user sees and deletes only their own (:func:`owner`).
 
 API names: ``history_list``, ``history_open`` (id), ``history_delete`` (id), ``history_delete_all``,
 ``history_export`` (id, returns the Markdown file).
@@ -36,7 +36,7 @@ class HistoryPanel:
     """The list of saved conversations, and the function that refreshes it (after a turn is saved)."""
 
     picker: gr.Dropdown
-    refresh: Callable[[str | None], Any]
+    refresh: Callable[[gr.Request, str | None], Any]
 
 
 def conversation_choices(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -49,6 +49,11 @@ def conversation_choices(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return choices
 
 
+def owner(request: gr.Request) -> str | None:
+    """Whose conversations a request sees: its login (None on a server without logins)."""
+    return request.username
+
+
 def export_path(conversation_id: str) -> Path:
     """One file per conversation, rewritten on each export, in this server's private folder (gone at exit)."""
     return private_export_dir() / f"conversation-{conversation_id[:12]}.md"
@@ -59,8 +64,8 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
     """Create the History accordion; opening or deleting conversations updates ``conversation`` and ``chatbot``."""
     database = state.options.database
 
-    def listing(selected: str | None = None) -> Any:
-        choices = conversation_choices(list_conversations(database))
+    def listing(request: gr.Request, selected: str | None = None) -> Any:
+        choices = conversation_choices(list_conversations(database, owner(request)))
         keep = selected if selected in {choice[1] for choice in choices} else None
         return gr.update(choices=choices, value=keep)
 
@@ -93,10 +98,10 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
                                             "history_cancel", "value")
         export_file = gr.File(label="Markdown", interactive=False, elem_id="history-file")
 
-    def refresh(selected: str | None = None) -> Any:
+    def refresh(request: gr.Request, selected: str | None = None) -> Any:
         """The saved conversations, keeping ``selected`` chosen while it is still there."""
         try:
-            return listing(selected)
+            return listing(request, selected)
         except UserError as exc:
             raise Refused(str(exc)) from exc
 
@@ -105,9 +110,9 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
             raise Refused(t("history_none", ui_lang))
         return conversation_id
 
-    def open_saved(conversation_id: str | None, ui_lang: str) -> tuple[Any, ...]:
+    def open_saved(conversation_id: str | None, ui_lang: str, request: gr.Request) -> tuple[Any, ...]:
         try:
-            loaded = load_conversation(database, chosen(conversation_id, ui_lang))
+            loaded = load_conversation(database, chosen(conversation_id, ui_lang), owner(request))
         except UserError as exc:
             raise Refused(str(exc)) from exc
         return conversation_messages(loaded, ui_lang), loaded
@@ -123,53 +128,54 @@ def build_history_panel(state: AppState, labeler: Labeler, lang: str, conversati
                 with contextlib.suppress(OSError):  # its hash folder, unless something else is in it
                     copy.parent.rmdir()
 
-    def after_delete(gone: set[str], current: Conversation | None) -> tuple[Any, ...]:
+    def after_delete(gone: set[str], current: Conversation | None, request: gr.Request) -> tuple[Any, ...]:
         """The deleted conversations' exports and kept KV states dropped; the list refreshed, the open
         conversation cleared from the screen if it was one of them, the confirmation hidden."""
         forget_exports(gone)
         for conversation_id in gone:
             state.engine.forget(conversation_id)
         if current is not None and current.id in gone:  # its text leaves the screen too
-            return listing(), [], Conversation(), None, gr.update(visible=False)
-        return listing(), gr.skip(), gr.skip(), None, gr.update(visible=False)
+            return listing(request), [], Conversation(), None, gr.update(visible=False)
+        return listing(request), gr.skip(), gr.skip(), None, gr.update(visible=False)
 
-    def ask_to_delete_one(conversation_id: str | None, ui_lang: str) -> tuple[Any, ...]:
+    def ask_to_delete_one(conversation_id: str | None, ui_lang: str, request: gr.Request) -> tuple[Any, ...]:
         """Name the chosen conversation and show the button that deletes it."""
         gone = chosen(conversation_id, ui_lang)
-        title = next((label for label, value in conversation_choices(list_conversations(database)) if value == gone),
-                     None)
+        saved = conversation_choices(list_conversations(database, owner(request)))
+        title = next((label for label, value in saved if value == gone), None)
         if title is None:
             raise Refused(t("history_none", ui_lang))
         message = t("history_confirm_one", ui_lang).format(title=escape_markdown(title))
         return gr.update(visible=True), message, gr.update(visible=True), gr.update(visible=False)
 
-    def ask_to_delete_all(ui_lang: str) -> tuple[Any, ...]:
+    def ask_to_delete_all(ui_lang: str, request: gr.Request) -> tuple[Any, ...]:
         """Count the saved conversations and show the button that deletes them all."""
-        count = len(list_conversations(database))
+        count = len(list_conversations(database, owner(request)))
         if not count:
             raise Refused(t("history_none", ui_lang))
         message = t("history_confirm_all", ui_lang).format(count=count)
         return gr.update(visible=True), message, gr.update(visible=False), gr.update(visible=True)
 
-    def delete_one(conversation_id: str | None, current: Conversation | None, ui_lang: str) -> tuple[Any, ...]:
+    def delete_one(conversation_id: str | None, current: Conversation | None, ui_lang: str,
+                   request: gr.Request) -> tuple[Any, ...]:
         gone = chosen(conversation_id, ui_lang)
         try:
-            delete_conversation(database, gone)
+            delete_conversation(database, gone, owner(request))
         except UserError as exc:
             raise Refused(str(exc)) from exc
-        return after_delete({gone}, current)
+        return after_delete({gone}, current, request)
 
-    def delete_everything(current: Conversation | None) -> tuple[Any, ...]:
+    def delete_everything(current: Conversation | None, request: gr.Request) -> tuple[Any, ...]:
         try:
-            saved = {row["id"] for row in list_conversations(database)}
-            delete_all(database)
+            saved = {row["id"] for row in list_conversations(database, owner(request))}
+            delete_all(database, owner(request))
         except UserError as exc:
             raise Refused(str(exc)) from exc
-        return after_delete(saved, current)
+        return after_delete(saved, current, request)
 
-    def export(conversation_id: str | None, ui_lang: str) -> str:
+    def export(conversation_id: str | None, ui_lang: str, request: gr.Request) -> str:
         try:
-            loaded = load_conversation(database, chosen(conversation_id, ui_lang))
+            loaded = load_conversation(database, chosen(conversation_id, ui_lang), owner(request))
         except UserError as exc:
             raise Refused(str(exc)) from exc
         path = export_path(loaded.id)
