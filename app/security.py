@@ -195,9 +195,16 @@ class Users:
     def __contains__(self, name: object) -> bool:
         return name in self._accounts
 
+    def get(self, name: str) -> Account | None:
+        """The account of ``name``, if there is one."""
+        return self._accounts.get(name)
+
     def with_account(self, name: str, password: str, admin: bool) -> Users:
-        """A copy with ``name`` added or replaced."""
-        account = Account(check_name(name), PasswordHash.create(password), admin)
+        """A copy with ``name`` added or replaced; a password unchanged keeps its hash, so only a new password
+        ends the user's sessions on a running server (:class:`app.ui.server.SessionClock`)."""
+        old = self._accounts.get(check_name(name))
+        kept = old.password if old is not None and old.password.matches(password) else None
+        account = Account(name, kept or PasswordHash.create(password), admin)
         return Users({**self._accounts, name: account}, self.path)
 
     def without(self, name: str) -> Users:
@@ -264,13 +271,14 @@ class LiveFile(Generic[T]):
         self._seen = self._signature()
         self._lock = threading.Lock()
 
-    def _signature(self) -> tuple[int, int, int] | None:
-        """What tells a changed file: its inode (the app replaces it atomically), modification time, size."""
+    def _signature(self) -> tuple[int, ...] | None:
+        """What tells a changed file: its inode (the app replaces it atomically), modification time, size,
+        and its mode and owner (a file opened to others is refused, as at startup)."""
         try:
             found = self._path.stat() if self._path else None
         except OSError:
             return None
-        return (found.st_ino, found.st_mtime_ns, found.st_size) if found else None
+        return (found.st_ino, found.st_mtime_ns, found.st_size, found.st_mode, found.st_uid) if found else None
 
     def current(self) -> T:
         """The value now: the file read again if it changed since last asked."""
@@ -457,6 +465,12 @@ class FailureDelay:
     async def wait(self) -> None:
         async with self._line:
             await asyncio.sleep(self.seconds)
+
+
+def login_page_message() -> str:
+    """The login page's note: the lockout rule, so a locked-out user knows why a right password fails."""
+    return (f"{MAX_FAILURES}回続けて間違えると{LOCKOUT_S / 60:.0f}分間ログインできません。 / After {MAX_FAILURES} "
+            f"wrong passwords, logging in is locked for {LOCKOUT_S / 60:.0f} minutes.")
 
 
 def lockout_message(what: str, seconds: float) -> str:

@@ -84,9 +84,12 @@ def add(name: str, admin: bool, password_stdin: bool, users_file: Path | None) -
     check_name(name)
     users = read_users_file(path) if path.exists() else Users({})
     password = read_password(password_stdin, name)
-    replaced = name in users
-    write_users(path, users.with_account(name, password, admin))
-    click.echo(f"{'Updated' if replaced else 'Added'} {name}{' (admin)' if admin else ''} in {path}")
+    before, updated = users.get(name), users.with_account(name, password, admin)
+    write_users(path, updated)
+    after = updated.get(name)
+    new_password = before is not None and after is not None and after.password != before.password
+    click.echo(f"{'Updated' if before else 'Added'} {name}{' (admin)' if admin else ''} in {path}"
+               + ("; a running server logs out the sessions opened with the old password" if new_password else ""))
 
 
 @user.command("remove")

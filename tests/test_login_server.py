@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.security import MAX_FAILURES, Users
+from app.security import MAX_FAILURES, Users, read_users_file
 from app.ui.server import MAX_UPLOAD_BYTES
+from app.users_cli import write_users
 from tests.conftest import Server, run_cli, start_server, stop_server
+from tests.test_security import run_user
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path, app_
         env.setenv("JMEDLLM_CACHE_DIR", str(cache_dir))
         server = start_server(
             ["--model", str(demo_model_path), "--ctx", "1024", "--gpu-layers", "0", "--auth-file", str(users_file),
-             "--api-key-file", str(keys_file),
+             "--api-key-file", str(keys_file), "--history",
              "--session-hours", str(SESSION_HOURS)],
             folder / "server.log", app_data_dir / "login-tests.db",
         )
@@ -126,6 +128,48 @@ def test_a_user_removed_while_the_server_runs_is_logged_out_at_once(server: Serv
     assert "session ended, no longer in the users file: user='carol'" in server.log_path.read_text()
 
 
+def test_a_changed_password_ends_the_sessions_opened_with_the_old_one(server: Server, users_file: Path) -> None:
+    """Someone who learnt a colleague's password loses the session they opened with it when IT changes it."""
+    dave, new_password = ("dave", "his first long password"), "his second long password"
+    write_users(users_file, read_users_file(users_file).with_account(*dave, admin=False))
+    with client(server, "127.0.0.12") as http:
+        assert login(http, *dave).status_code == 200
+        assert http.get("/gradio_api/login_check").status_code == 200
+        changed = run_user("add", dave[0], "--password-stdin", "--file", str(users_file), password=new_password)
+        assert changed.returncode == 0 and "logged out" in changed.stdout, changed.stderr
+        assert http.get("/gradio_api/login_check").status_code == 401
+        assert login(http, *dave).status_code == 400
+        assert login(http, dave[0], new_password).status_code == 200
+    assert "session ended, password changed: user='dave'" in server.log_path.read_text()
+
+
+def test_ward_users_see_only_their_own_history(server: Server, users_file: Path) -> None:
+    """A conversation kept by one ward user (patient text) is not listed, opened, exported or deleted
+    by another, through the UI's API; its owner still has it."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    erin, frank = ("erin", "erin's long password"), ("frank", "frank's long password")
+    write_users(users_file, read_users_file(users_file).with_account(*erin, admin=False)
+                .with_account(*frank, admin=False))
+
+    def as_user(account: tuple[str, str]) -> Client:  # a fresh login each time: the sessions here are short
+        return Client(server.url, auth=account, verbose=False)
+
+    as_user(erin).predict("患者 山田花子 72歳 胸痛", "", "auto", "auto", "0", 16, "default", True, api_name="/chat")
+    (kept,) = [value for _label, value in as_user(erin).predict(api_name="/history_list")["choices"]]
+    other = as_user(frank)
+    assert other.predict(api_name="/history_list")["choices"] == []
+    refused = "No saved conversation|not in the list of choices"
+    for endpoint in ("/history_open", "/history_export"):
+        with pytest.raises(AppError, match=refused):
+            other.predict(kept, "en", api_name=endpoint)
+    with pytest.raises(AppError, match=refused):
+        other.predict(kept, "en", api_name="/history_delete")
+    other.predict(None, api_name="/history_delete_all")
+    assert [value for _label, value in as_user(erin).predict(api_name="/history_list")["choices"]] == [kept]
+
+
 def test_an_api_key_revoked_while_the_server_runs_stops_working(server: Server, keys_file: Path) -> None:
     def status(key: str) -> int:
         with client(server, "127.0.0.11") as http:
@@ -184,10 +228,16 @@ def test_a_browser_logs_in_through_the_login_page(server: Server) -> None:
         page = browser.new_page()
         page.goto(server.url, wait_until="load")
         page.locator("input[type=text]").first.fill(BOB[0], timeout=30_000)
+        page.get_by_text("wrong passwords, logging in is locked for 15 minutes").wait_for()  # why a right one can fail
         page.locator("input[type=password]").fill(BOB[1])
         page.get_by_role("button", name="Login").click()
         page.wait_for_selector("#chat-input textarea", timeout=30_000)
+        session = {cookie["name"]: cookie["value"] for cookie in page.context.cookies()}
+        page.locator("#logout").click()  # the next person at a shared ward PC gets the login page
+        page.locator("input[type=password]").wait_for(timeout=30_000)
         browser.close()
+    with httpx.Client(base_url=server.url, cookies=session, timeout=30) as http:  # the old cookie is dead too
+        assert http.get("/gradio_api/login_check").status_code == 401
 
 
 def test_stopping_the_server_removes_its_upload_folder(server: Server, cache_dir: Path) -> None:

@@ -217,6 +217,36 @@ def test_a_running_server_follows_the_users_file(tmp_path: Path, caplog: pytest.
     assert f"nobody gets in with {path} until it is mended" in caplog.text
 
 
+def test_a_users_file_opened_to_others_lets_nobody_in_until_closed_again(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """chmod 644 changes neither content nor modification time; a running server still refuses the file,
+    as at startup."""
+    path = tmp_path / "users.txt"
+    write_users(path, Users({}).with_account("alice", PASSWORD, admin=True))
+    live = live_users(read_users_file(path))
+    path.chmod(0o644)
+    with caplog.at_level(logging.ERROR, logger="app.security"):
+        assert len(live.current()) == 0
+    assert "nobody gets in" in caplog.text
+    path.chmod(0o600)
+    assert "alice" in live.current()
+
+
+def test_a_changed_password_ends_that_users_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "users.txt"
+    write_users(path, Users({}).with_account("alice", PASSWORD, admin=True).with_account("bob", PASSWORD, False))
+    live = live_users(read_users_file(path))
+    tokens = {"t1": "alice", "t2": "bob"}
+    sessions = SessionClock(lambda: tokens, max_age_s=3600, users=live)
+    sessions.sweep()
+    write_users(path, read_users_file(path).with_account("bob", PASSWORD + " new", admin=False))
+    sessions.sweep()
+    assert tokens == {"t1": "alice"}
+    tokens["t3"] = "bob"  # a login with the new password
+    sessions.sweep()
+    assert tokens == {"t1": "alice", "t3": "bob"}
+
+
 def test_sessions_expire_after_their_age() -> None:
     clock = FakeClock()
     tokens = {"old": "alice"}
@@ -298,3 +328,14 @@ def test_user_cli_gives_one_line_for_bad_input_or_places(tmp_path: Path, stdin_e
     blocked = run_user("add", "erin", "--password-stdin", "--file", str(path / "users.txt"), password=PASSWORD + "\n")
     assert blocked.returncode == 1 and f"Cannot write the users file {path / 'users.txt'}" in blocked.stderr
     assert "Traceback" not in blocked.stderr, blocked.stderr
+
+
+def test_user_add_says_sessions_end_only_when_the_password_changed(tmp_path: Path) -> None:
+    path = tmp_path / "users.txt"
+    args = ("add", "erin", "--password-stdin", "--file", str(path))
+    assert "logs out" not in run_user(*args, password=PASSWORD + "\n").stdout
+    role_only = run_user(*args, "--admin", password=PASSWORD + "\n")
+    assert role_only.returncode == 0 and "Updated erin (admin)" in role_only.stdout
+    assert "logs out" not in role_only.stdout, role_only.stdout
+    changed = run_user(*args, password=PASSWORD + " 2\n")
+    assert changed.returncode == 0 and "logs out the sessions opened with the old password" in changed.stdout

@@ -22,6 +22,7 @@ THEME = gr.themes.Default(
     font_mono=["Noto Sans Mono", "Menlo", "monospace"],
 )
 REFRESH_SECONDS = 5.0  # how soon an open page shows a model loaded elsewhere
+LOGOUT_LINK = "logout?all_session=false"  # Gradio's route; relative, so it works behind a proxy's sub-path too
 
 
 def demo_banner(engine: Engine) -> str:
@@ -38,6 +39,9 @@ def build_app(state: AppState, lang: str = "ja") -> gr.Blocks:
             labeler.add(gr.Markdown(t("title", lang)), "title", "value")
             toggle = gr.Radio(choices=list(UI_LANGUAGES), value=next(k for k, v in UI_LANGUAGES.items() if v == lang),
                               label=t("ui_language", lang), elem_id="ui-language", scale=0)
+            if state.options.login_required:  # a shared ward PC: the next person must not inherit this session
+                labeler.add(gr.Button(t("logout", lang), link=LOGOUT_LINK, elem_id="logout", scale=0), "logout",
+                            "value")
         gr.Markdown(NOTICE, elem_id="notice")
         demo_notice = gr.Markdown(demo_banner(state.engine), elem_id="demo-warning")
         shown_version = gr.State(state.loaded.version)  # the load whose model this page shows

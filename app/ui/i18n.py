@@ -69,6 +69,7 @@ JA_UNCLOSED_QUOTE = ("この行で開いた引用符（\"）が閉じられて�
 TEXT: dict[str, dict[str, str]] = {
     "title": {"ja": "## JMedLLM Desk — ローカル医療LLM", "en": "## JMedLLM Desk — local medical LLM"},
     "ui_language": {"ja": "表示言語 / UI language", "en": "UI language / 表示言語"},
+    "logout": {"ja": "ログアウト", "en": "Log out"},
     "tab_ask": {"ja": "質問", "en": "Ask"},
     "tab_model": {"ja": "モデル", "en": "Model"},
     "tab_benchmark": {"ja": "ベンチマーク", "en": "Benchmark"},

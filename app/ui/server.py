@@ -37,10 +37,12 @@ from app.security import (
     FailureDelay,
     LiveFile,
     LoginGuard,
+    PasswordHash,
     Users,
     is_loopback,
     load_api_keys,
     load_users,
+    login_page_message,
     read_api_keys_file,
 )
 from app.ui.state import AppState, ServeOptions
@@ -103,7 +105,8 @@ def host_name(netloc: str) -> str:
 
 class SessionClock:
     """Expires Gradio's login tokens ``max_age_s`` after they were first seen (at the login response), and
-    at once those of a user no longer in ``users`` (removed from the users file while logged in)."""
+    at once those of a user no longer in ``users`` (removed from the users file while logged in) or whose
+    password was changed since (the old sessions may be someone else's who knew the old password)."""
 
     def __init__(self, tokens: Callable[[], dict[str, str]], max_age_s: float,
                  users: LiveFile[Users] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -111,7 +114,7 @@ class SessionClock:
         self.max_age_s = max_age_s
         self._users = users
         self._clock = clock
-        self._born: dict[str, float] = {}
+        self._born: dict[str, tuple[float, PasswordHash | None]] = {}  # token: first seen, password then
 
     def sweep(self) -> None:
         """Note new tokens and delete expired ones (their cookies then count as logged out)."""
@@ -119,13 +122,19 @@ class SessionClock:
         tokens = self._tokens()
         current = self._users.current() if self._users else None
         for token, user in list(tokens.items()):
-            if current is not None and user not in current:
+            account = current.get(user) if current is not None else None
+            password = account.password if account else None
+            born, password_then = self._born.setdefault(token, (now, password))
+            if current is not None and account is None:
                 tokens.pop(token, None)
                 log.info("session ended, no longer in the users file: user=%r", user)
-            elif now - self._born.setdefault(token, now) >= self.max_age_s:
+            elif password != password_then:
+                tokens.pop(token, None)
+                log.info("session ended, password changed: user=%r", user)
+            elif now - born >= self.max_age_s:
                 tokens.pop(token, None)
                 log.info("session expired: user=%r", user)
-        self._born = {token: born for token, born in self._born.items() if token in tokens}
+        self._born = {token: seen for token, seen in self._born.items() if token in tokens}
 
 
 class RequestGuard:
@@ -299,7 +308,8 @@ def build_server(state: AppState, lang: str, guard: LoginGuard | None) -> tuple[
     root.include_router(api_router(state, failure_delay))  # before the mount at "/", which would otherwise take /v1
     gr.mount_gradio_app(
         root, demo, path="/", server_name=state.options.host, server_port=state.options.port,
-        auth=authenticate_with(guard, failure_delay) if guard else None, max_file_size=MAX_UPLOAD_BYTES,
+        auth=authenticate_with(guard, failure_delay) if guard else None, auth_message=login_page_message(),
+        max_file_size=MAX_UPLOAD_BYTES,
         ssr_mode=False, theme=THEME, head=IME_GUARD_SCRIPT, footer_links=[],
     )
     gradio_app = next(route.app for route in root.routes if isinstance(route, Mount))
