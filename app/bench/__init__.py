@@ -3,5 +3,6 @@
 One module per job: ``data`` (loader, validation, fingerprint), ``sets`` (question sets),
 ``prompting`` (paper templates, first-line answers), ``scoring`` (pure metric functions),
 ``safety`` (contraindicated picks, pass lines), ``baselines``, ``loglik`` (choice log-likelihood),
-``store`` (SQLite), ``runner`` (resumable runs), ``report``, ``compare`` and ``cli``.
+``store`` (SQLite), ``run_lock`` (which runs are being run), ``runner`` (resumable runs), ``report``,
+``compare`` and ``cli``.
 """

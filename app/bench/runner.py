@@ -3,9 +3,10 @@
 ``run_benchmark`` is a generator of :class:`RunProgress` events, so the CLI (tqdm) and the UI
 (gr.RunProgress) drive the same loop. A run is identified by its settings (model sha256, mode,
 template, shots, languages, question set, limit, data fingerprint): starting a run with the same
-settings finds the unfinished one, skips what it already answered, and continues. On an engine
-with several slots (llama-server, openai) that many questions are in flight; each answer is still
-committed as it arrives, and a server that fails is waited for and the question asked again.
+settings finds the unfinished one, skips what it already answered, and continues (unless a process
+runs it now: :mod:`app.bench.run_lock`). On an engine with several slots (llama-server, openai) that
+many questions are in flight; each answer is still committed as it arrives, and a server that fails
+is waited for and the question asked again.
 
 Every question of a run starts with the same template text (the instructions; with shots, also the
 examples). Each question is asked under a conversation key (:func:`prefix_key`: one per template,
@@ -17,18 +18,19 @@ the shared prefix, with the answers of an evaluation from scratch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import sqlite_utils
 
-from app.bench import store
+from app.bench import run_lock, store
 from app.bench.data import Dataset, Question
 from app.bench.metrics import METRICS, PRIMARY
 from app.bench.modes import DEFAULT_MODE, MODES, Mode, Outcome, Request
@@ -47,7 +49,7 @@ RECOVERY_ATTEMPTS = 3
 
 
 class RunBusy(UserError, RuntimeError):
-    """Another live process is running a benchmark with the same settings."""
+    """Another process, or another page of this server, is running the run with the same settings."""
 
 
 class UnknownMode(UserError, ValueError):
@@ -332,18 +334,34 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
     items = checked_plan(dataset, config)
     identity = config.identity(engine.card.sha256, dataset.fingerprint, engine.kind)
     key = config_key(identity)
-    db = open_db(db_path)
-    store.ensure_metric_columns(db)
-    existing = store.find_unfinished(db, key)
-    if existing is not None:
-        if existing["status"] == "running" and store.pid_alive(existing["pid"]):
-            raise RunBusy(f"Run {existing['id']} with these settings is running in process {existing['pid']}")
-        run_id = existing["id"]
-        store.claim_run(db, run_id)
-        done_keys = store.answered_keys(db, run_id)
-    else:
-        run_id = store.create_run(db, _run_fields(engine, config, dataset, key, identity, items))
-        done_keys = set()
+    with contextlib.ExitStack() as held:
+        db = held.enter_context(contextlib.closing(open_db(db_path)))
+        store.ensure_metric_columns(db)
+        existing = store.find_unfinished(db, key)
+        run_id = existing["id"] if existing else store.create_run(
+            db, _run_fields(engine, config, dataset, key, identity, items))
+        _hold(held, db, run_id)  # before a run is taken over: the process running it keeps it
+        if existing is not None:
+            store.claim_run(db, run_id)
+        progress = yield from _answer_all(engine, db, run_id, existing, items, config, cancel)
+    yield replace(progress)
+
+
+def _hold(held: contextlib.ExitStack, db: sqlite_utils.Database, run_id: int) -> None:
+    """Mark run ``run_id`` as run by this process until ``held`` closes (:class:`RunBusy` if it runs)."""
+    try:
+        held.enter_context(run_lock.running(db, run_id))
+    except run_lock.RunHeld:
+        raise RunBusy(f"Run {run_id} with these settings is running in process "
+                      f"{store.get_run(db, run_id)['pid']}") from None
+
+
+def _answer_all(engine: Engine, db: sqlite_utils.Database, run_id: int, existing: dict | None,
+                items: list[tuple[Question, str]], config: RunConfig,
+                cancel: threading.Event | None) -> Generator[RunProgress, None, RunProgress]:
+    """Ask run ``run_id``'s questions not answered yet (``existing``: its row before this process took
+    it over), yielding progress; its last progress, once its status is stored."""
+    done_keys = store.answered_keys(db, run_id)
     correct = db.execute(f"select coalesce(sum({PRIMARY}), 0) from answers where run_id = ?", [run_id]).fetchone()[0]
     progress = RunProgress(run_id, len(done_keys), len(items), resumed=len(done_keys), correct=int(correct))
     start = time.perf_counter()
@@ -378,5 +396,4 @@ def run_benchmark(engine: Engine, db_path: Path | str, config: RunConfig, cancel
         wall_s = (existing or {}).get("wall_s") or 0.0
         store.finish_run(db, run_id, status, final_totals(db, run_id, wall_s + time.perf_counter() - start))
         progress.status = status
-        db.close()
-    yield replace(progress)
+    return progress

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import sqlite_utils
 
+from app.bench import run_lock
 from app.bench.metrics import METRICS
 from app.errors import UserError
 from app.timestamps import utc_now
@@ -50,18 +51,6 @@ def create_run(db: sqlite_utils.Database, fields: dict[str, Any]) -> int:
     row = {**fields, "status": "running", "started_at": utc_now(), "pid": os.getpid(), "n_answered": 0}
     with db.atomic():
         return int(cast(int, db.table("runs").insert(row).last_pk))  # every insert sets it
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_unfinished(db: sqlite_utils.Database, config_key: str) -> dict | None:
@@ -103,18 +92,20 @@ def finish_run(db: sqlite_utils.Database, run_id: int, status: str, extra: dict[
 def get_run(db: sqlite_utils.Database, run_id: int) -> dict:
     """The run ``run_id`` (:class:`RunNotFound` if none, also for an id beyond SQLite's integers)."""
     try:
-        return _as_seen_now(db.table("runs").get(run_id))
+        return _as_seen_now(db, db.table("runs").get(run_id))
     except (sqlite_utils.db.NotFoundError, OverflowError):
         raise RunNotFound(run_id) from None
 
 
 def list_runs(db: sqlite_utils.Database) -> list[dict]:
-    return [_as_seen_now(run) for run in db.table("runs").rows_where(order_by="id desc")]
+    return [_as_seen_now(db, run) for run in db.table("runs").rows_where(order_by="id desc")]
 
 
-def _as_seen_now(run: dict) -> dict:
-    """A run stored as running whose process is gone (killed, power lost) is shown as interrupted: resumable."""
-    if run["status"] == "running" and run.get("pid") != os.getpid() and not pid_alive(run.get("pid")):
+def _as_seen_now(db: sqlite_utils.Database, run: dict) -> dict:
+    """A run stored as running that no process runs now (killed, power lost, or stored by a version
+    before :mod:`app.bench.run_lock`) is shown as interrupted: resumable. Its pid tells nothing: a
+    later process, even this one, can have it."""
+    if run["status"] == "running" and not run_lock.is_running(db, run["id"]):
         return {**run, "status": "interrupted"}
     return run
 
