@@ -4,4 +4,4 @@ The app runs a GGUF model through llama.cpp (llama-cpp-python) on one GPU or the
 serves a bilingual Gradio UI bound to 127.0.0.1, and keeps everything on the machine.
 """
 
-__version__ = "0.5.4"
+__version__ = "0.6.0"
