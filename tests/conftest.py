@@ -104,6 +104,21 @@ def app_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def as_another_user() -> Iterator[None]:
+    """The block run as ``nobody`` where the tests run as root (who reads and writes any file); otherwise as is."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
 def run_cli(*args: str | bytes, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``jmedllm ARGS`` in a real subprocess, output captured as text."""
     return subprocess.run([*JMEDLLM, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)

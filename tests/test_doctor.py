@@ -3,13 +3,12 @@ RAM, a busy port, no IgakuQA, nothing written; and the Model tab's system sectio
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from app.doctor import TITLES, Check, DoctorOptions, Report, check_database, che
 from app.gguf_metadata import read_gguf_metadata
 from app.ui.state import AppState, ServeOptions
 from app.ui.system_panel import build_system_panel, report_markdown
-from tests.conftest import free_port, run_cli
+from tests.conftest import as_another_user, free_port, run_cli
 from tests.hostile_gguf import kv, write_gguf
 from tests.scripted_engine import SCRIPTED_CARD, ScriptedEngine
 
@@ -107,21 +106,6 @@ def test_a_database_path_that_is_not_a_file_fails(data_dir: Path, tmp_path: Path
     code, checks = doctor_json("--model", str(tiny_model(tmp_path / "tiny.gguf")))
     assert code == 1 and checks["database"]["status"] == "fail", checks["database"]
     assert "is not a regular file" in checks["database"]["summary"]
-
-
-@contextlib.contextmanager
-def as_another_user() -> Iterator[None]:
-    """The block run as ``nobody`` where the tests run as root (who reads any file); otherwise as is."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 def test_an_unreadable_database_is_a_permission_problem_not_damage(monkeypatch: pytest.MonkeyPatch) -> None:
