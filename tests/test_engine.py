@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.demo_model import DEMO_SHA256, DEMO_SIZE
-from app.engines.base import EngineBusy, PromptTooLong, Sampling
+from app.engines.base import EmptyPrompt, EngineBusy, PromptTooLong, Sampling
 from app.engines.local import LocalEngine
 from app.model_card import ModelFileError, read_model_card
 
@@ -88,6 +88,17 @@ def test_overlong_prompt_raises_before_generating(demo_engine: LocalEngine) -> N
         demo_engine.stream(prompt, Sampling.greedy(max_tokens=5))
     assert info.value.prompt_tokens > 2048
     assert not demo_engine.busy
+
+
+def test_a_prompt_of_no_tokens_is_refused_before_llama_cpp(demo_engine: LocalEngine) -> None:
+    """llama.cpp fails on an empty prompt (an assertion when generating, a NULL pointer when scoring)."""
+    assert demo_engine.tokenize("") == []
+    for refused in (lambda: demo_engine.stream(""), lambda: demo_engine.complete(""),
+                    lambda: demo_engine.option_logprobs("", ["a", "b"])):
+        with pytest.raises(EmptyPrompt, match="The prompt is empty: it has no tokens for the model to read"):
+            refused()
+        assert not demo_engine.busy
+    assert demo_engine.complete(PROMPT, Sampling.greedy(max_tokens=4)).text
 
 
 def test_chat_prompt_uses_the_ggufs_template(demo_engine: LocalEngine) -> None:

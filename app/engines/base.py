@@ -49,6 +49,13 @@ class PromptTooLong(EngineError):
         self.n_ctx = n_ctx
 
 
+class EmptyPrompt(EngineError):
+    """The prompt has no tokens (an empty text): the model would have nothing to continue."""
+
+    def __init__(self) -> None:
+        super().__init__("The prompt is empty: it has no tokens for the model to read. Give a question or some text.")
+
+
 class NotSupported(EngineError):
     """The engine lacks a capability the request needs."""
 

@@ -40,6 +40,7 @@ import numpy as np
 from app.engines.base import (
     DEFAULT_SEED,
     LOGLIK,
+    EmptyPrompt,
     Engine,
     EngineError,
     GenerationStats,
@@ -169,10 +170,25 @@ class LocalEngine(Engine):
                     thinking: bool | None = None) -> tuple[str, tuple[str, ...]]:
         return render_messages(self.chat_template, messages, cancel, thinking)
 
+    def _prompt_tokens(self, prompt: str) -> list[int]:
+        """``prompt``'s tokens; :class:`EmptyPrompt` where it has none (llama.cpp fails on an empty prompt)."""
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            raise EmptyPrompt()
+        return tokens
+
     def _generate(self, prompt: str, sampling: Sampling, cancel: threading.Event | None,
                   stats: GenerationStats, conversation: str | None = None) -> Iterator[str]:
+        """Refuses a prompt of no tokens before the generation exists, unless stopped before it began
+        (a chat prompt stopped while rendering is empty): that one ends at once as cancelled."""
+        stopped = cancel is not None and cancel.is_set()
+        tokens = self.tokenize(prompt) if stopped else self._prompt_tokens(prompt)
+        return self._completion(tokens, sampling, cancel, stats, conversation)
+
+    def _completion(self, tokens: list[int], sampling: Sampling, cancel: threading.Event | None,
+                    stats: GenerationStats, conversation: str | None) -> Iterator[str]:
+        """The text pieces llama.cpp generates after ``tokens`` (see :meth:`_generate`)."""
         start = time.perf_counter()
-        tokens = self.tokenize(prompt)
         limit = min(sampling.max_tokens, self.n_ctx - len(tokens))
         sampled = 0
         if cancel is not None and cancel.is_set():  # stopped before it began (e.g. while rendering the prompt)
@@ -268,7 +284,7 @@ class LocalEngine(Engine):
         ``conversation``, only the part its kept prompt does not hold (see :meth:`_prepare_kv`)."""
         start = time.perf_counter()
         llm = self._llm
-        prompt_tokens = self.tokenize(prompt)
+        prompt_tokens = self._prompt_tokens(prompt)
         option_tokens = [llm.tokenize(o.encode("utf-8"), add_bos=False, special=False) or [llm.token_eos()]
                          for o in options]
         longest = max((len(t) for t in option_tokens), default=0)
