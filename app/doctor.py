@@ -48,7 +48,7 @@ from app.model_card import check_gguf_file, quantization_name
 from app.models import MODEL_ENV, find_model_file
 from app.paths import cache_dir, data_dir, models_dir
 from app.ports import listen_problem
-from app.security import is_loopback
+from app.security import is_loopback, is_unspecified
 
 Status = Literal["ok", "warn", "fail"]
 OK: Status = "ok"
@@ -576,7 +576,9 @@ def check_port(options: DoctorOptions) -> Check:
     problem = listen_problem(options.host, options.port)
     if problem is None:
         beyond = "" if is_loopback(options.host) else (
-            " Beyond loopback, serve starts only with a login and API keys (--auth-file, --api-key-file).")
+            " Beyond loopback, serve starts only with a login and API keys (--auth-file, --api-key-file)"
+            + (" and the names clients use for this machine (--allowed-host NAME)." if is_unspecified(options.host)
+               else "."))
         return _check("port", OK, f"{address} is free for jmedllm serve.{beyond}", details)
     details["error"] = problem.message
     return _check("port", WARN if problem.why == "in_use" else FAIL, problem.message, details)

@@ -504,6 +504,14 @@ class LoginGuard:
         return False
 
 
+def is_unspecified(host: str) -> bool:
+    """Whether ``host`` binds every address (0.0.0.0, ::): clients then need ``--allowed-host`` names."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is this machine only (localhost, 127.0.0.0/8, ::1): no login needed there."""
     if host == "localhost":

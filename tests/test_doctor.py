@@ -220,6 +220,7 @@ def test_busy_port_warns_and_foreign_address_fails(data_dir: Path, tmp_path: Pat
     assert code == 1 and checks["port"]["status"] == "fail"
     _code, checks = doctor_json("--model", model, "--host", "0.0.0.0", "--port", str(port))
     assert checks["port"]["status"] == "ok" and "only with a login and API keys" in checks["port"]["summary"]
+    assert "--allowed-host NAME" in checks["port"]["summary"]  # serve refuses 0.0.0.0 without it
 
 
 def test_kv_cache_matches_llama_cpp(demo_model_path: Path) -> None:

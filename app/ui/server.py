@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import ipaddress
 import logging
 import os
 import shutil
@@ -40,6 +39,7 @@ from app.security import (
     PasswordHash,
     Users,
     is_loopback,
+    is_unspecified,
     load_api_keys,
     load_users,
     login_page_message,
@@ -71,14 +71,6 @@ def apply_offline_environment() -> None:
     """Turn off Gradio analytics and every hub call before Gradio is imported."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
-
-
-def is_unspecified(host: str) -> bool:
-    """Whether ``host`` binds every address (0.0.0.0, ::)."""
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
 
 
 def allowed_host_names(options: ServeOptions) -> frozenset[str]:
