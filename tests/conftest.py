@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,6 +103,17 @@ def app_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("jmedllm-data")
     os.environ["JMEDLLM_DATA_DIR"] = str(path)
     return path
+
+
+@contextlib.contextmanager
+def scratch_folder(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A fresh temporary folder for a package- or module-scoped fixture, deleted when its scope ends:
+    big files (models) would otherwise stay on disk until the whole session ends."""
+    folder = factory.mktemp(name)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from app.models import ModelNameError, list_models, resolve_model_name
 from app.security import Users
 from app.ui.blocks import REFRESH_SECONDS
 from app.ui.state import AppState, ServeOptions
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, scratch_folder, start_server, stop_server
 from tests.scripted_engine import ScriptedEngine
 
 RENAMED = "renamed-demo.gguf"  # a hardlink of the demo: another file name, the demo's sha256
@@ -149,21 +149,21 @@ def log_rows(db_path: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def served_models(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path) -> Path:
+def served_models(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path) -> Iterator[Path]:
     """A models folder with the demo under another name and a not-demo copy (another general.name)."""
-    folder = tmp_path_factory.mktemp("models")
-    try:
-        os.link(demo_model_path, folder / RENAMED)
-    except OSError:  # another file system
-        shutil.copyfile(demo_model_path, folder / RENAMED)
-    copy = shutil.copyfile(demo_model_path, folder / NOT_DEMO)
-    with copy.open("r+b") as handle:
-        header = handle.read(1 << 20)
-        at = header.index(b"general.name") + len(b"general.name") + 4 + 8  # value type u32, length u64
-        assert header[at:at + len(NOT_DEMO_NAME)] == b"Qwen2.5 Coder 0.5B Instruct AWQ"
-        handle.seek(at)
-        handle.write(NOT_DEMO_NAME)
-    return folder
+    with scratch_folder(tmp_path_factory, "models") as folder:
+        try:
+            os.link(demo_model_path, folder / RENAMED)
+        except OSError:  # another file system
+            shutil.copyfile(demo_model_path, folder / RENAMED)
+        copy = shutil.copyfile(demo_model_path, folder / NOT_DEMO)
+        with copy.open("r+b") as handle:
+            header = handle.read(1 << 20)
+            at = header.index(b"general.name") + len(b"general.name") + 4 + 8  # value type u32, length u64
+            assert header[at:at + len(NOT_DEMO_NAME)] == b"Qwen2.5 Coder 0.5B Instruct AWQ"
+            handle.seek(at)
+            handle.write(NOT_DEMO_NAME)
+        yield folder
 
 
 def serve_with_models(folder: Path, tmp: Path, app_data_dir: Path, *args: str) -> Server:

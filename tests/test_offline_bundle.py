@@ -15,11 +15,12 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, scratch_folder
 
 REQUIRE_ENV = "JMEDLLM_REQUIRE_NETNS"
 QUESTION = "日本の首都はどこですか？一言で答えてください。"
@@ -46,21 +47,21 @@ def network_namespace() -> None:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, llama_server_binary: Path) -> Path:
+def bundle(tmp_path_factory: pytest.TempPathFactory, llama_server_binary: Path) -> Iterator[Path]:
     """The bundle built by make_bundle.sh and unpacked, as a workstation would get it."""
-    out = tmp_path_factory.mktemp("bundle-out")
-    started = time.monotonic()
-    result = subprocess.run([str(REPO_ROOT / "scripts" / "make_bundle.sh"), "--out", str(out)],
-                            capture_output=True, text=True, timeout=900, check=False, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
-    print(f"bundle built in {time.monotonic() - started:.0f} s:\n{result.stdout}")
-    (tar,) = out.glob("jmedllm-*.tar")
-    assert "Bundle: " in result.stdout
-    with tarfile.open(tar) as archive:
-        archive.extractall(out / "unpacked", filter="data")
-    tar.unlink()
-    (folder,) = (out / "unpacked").iterdir()
-    return folder
+    with scratch_folder(tmp_path_factory, "bundle-out") as out:
+        started = time.monotonic()
+        result = subprocess.run([str(REPO_ROOT / "scripts" / "make_bundle.sh"), "--out", str(out)],
+                                capture_output=True, text=True, timeout=900, check=False, cwd=REPO_ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
+        print(f"bundle built in {time.monotonic() - started:.0f} s:\n{result.stdout}")
+        (tar,) = out.glob("jmedllm-*.tar")
+        assert "Bundle: " in result.stdout
+        with tarfile.open(tar) as archive:
+            archive.extractall(out / "unpacked", filter="data")
+        tar.unlink()
+        (folder,) = (out / "unpacked").iterdir()
+        yield folder
 
 
 def copy_of(bundle: Path, target: Path) -> Path:

@@ -26,6 +26,7 @@ from app.engines.llama_server import LlamaServerEngine
 from app.engines.local import LocalEngine
 from app.engines.server_process import LlamaServerProcess, ServerSettings
 from app.extraction import answer_line, pick, strip_reasoning
+from tests.conftest import scratch_folder
 from tests.thinking_gguf import QWEN3_CHAT_TEMPLATE, QWEN3_NO_THINKING, copy_with_chat_template
 
 REASONING_OUTPUTS = Path(__file__).parent / "fixtures" / "reasoning_outputs.jsonl"
@@ -42,14 +43,14 @@ ASK = [{"role": "system", "content": "You are a helpful assistant."},
 SWITCHES = (None, True, False)
 
 
-@pytest.fixture(scope="session")
-def thinking_model_path(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path) -> Path:
-    """The demo GGUF with Qwen3's chat template in its metadata (written once per session)."""
-    folder = tmp_path_factory.mktemp("thinking-model")
-    return copy_with_chat_template(demo_model_path, folder / "demo-qwen3-template.gguf", QWEN3_CHAT_TEMPLATE)
+@pytest.fixture(scope="module")
+def thinking_model_path(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Path) -> Iterator[Path]:
+    """The demo GGUF with Qwen3's chat template in its metadata (written once for this module)."""
+    with scratch_folder(tmp_path_factory, "thinking-model") as folder:
+        yield copy_with_chat_template(demo_model_path, folder / "demo-qwen3-template.gguf", QWEN3_CHAT_TEMPLATE)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def thinking_engine(thinking_model_path: Path) -> LocalEngine:
     return LocalEngine.load(thinking_model_path, n_gpu_layers=0, n_ctx=2048)
 

@@ -1,14 +1,21 @@
 """Real checkpoints for the conversion tests: the demo model as a Hugging Face Qwen2 checkpoint,
-a small random Qwen2 with the real tokenizer, and LoRA adapters with non-zero B matrices."""
+a small random Qwen2 with the real tokenizer, and LoRA adapters with non-zero B matrices.
+
+The real model's files take several GB: they live while this package's tests run and are deleted
+after them (``scratch_folder``), so the rest of the suite does not carry them on disk.
+"""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+
+from tests.conftest import scratch_folder
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -41,8 +48,8 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, demo_model_path: Pat
     return folder
 
 
-@pytest.fixture(scope="session")
-def real_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, demo_model_path: Path) -> Path:
+@pytest.fixture(scope="package")
+def real_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, demo_model_path: Path) -> Iterator[Path]:
     """Qwen2.5-Coder-0.5B-Instruct as a bfloat16 safetensors checkpoint (untied output, like Qwen2-7B)."""
     from transformers import AutoModelForCausalLM
 
@@ -54,17 +61,18 @@ def real_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, demo
     del model.config.quantization_config
     # PreTrainedModel.to is wrapped with functools.wraps, whose typeshed type does not bind self
     model = model.to(torch.bfloat16)  # type: ignore[arg-type]
-    folder = tmp_path_factory.mktemp("qwen05")
-    model.save_pretrained(folder, safe_serialization=True)
-    del model
-    for item in tokenizer_dir.iterdir():
-        shutil.copy2(item, folder / item.name)
-    return folder
+    with scratch_folder(tmp_path_factory, "qwen05") as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        del model
+        for item in tokenizer_dir.iterdir():
+            shutil.copy2(item, folder / item.name)
+        yield folder
 
 
-@pytest.fixture(scope="session")
-def real_adapter(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> Path:
-    return make_adapter(real_dir, tmp_path_factory.mktemp("qwen05-lora"), seed=1)
+@pytest.fixture(scope="package")
+def real_adapter(tmp_path_factory: pytest.TempPathFactory, real_dir: Path) -> Iterator[Path]:
+    with scratch_folder(tmp_path_factory, "qwen05-lora") as folder:
+        yield make_adapter(real_dir, folder, seed=1)
 
 
 def make_tiny(folder: Path, tokenizer_dir: Path, vocab_size: int = 151936, tied: bool = True,
@@ -91,22 +99,22 @@ def make_tiny(folder: Path, tokenizer_dir: Path, vocab_size: int = 151936, tied:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
     return make_tiny(tmp_path_factory.mktemp("tiny"), tokenizer_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
     return make_adapter(tiny_dir, tmp_path_factory.mktemp("tiny-lora"), seed=2)
 
 
-@pytest.fixture(scope="session")
-def real_f16(tmp_path_factory: pytest.TempPathFactory, real_dir: Path, real_adapter: Path) -> Path:
+@pytest.fixture(scope="package")
+def real_f16(tmp_path_factory: pytest.TempPathFactory, real_dir: Path, real_adapter: Path) -> Iterator[Path]:
     """The real model merged with its adapter and exported to F16 GGUF."""
     from model_tools.checkpoint import open_adapter, open_base
     from model_tools.gguf_export import export_gguf
 
     base = open_base(real_dir)
-    out = tmp_path_factory.mktemp("real-gguf") / "real-f16.gguf"
-    return export_gguf(base, open_adapter(real_adapter, base), out, "f16", progress=False)
+    with scratch_folder(tmp_path_factory, "real-gguf") as folder:
+        yield export_gguf(base, open_adapter(real_adapter, base), folder / "real-f16.gguf", "f16", progress=False)

@@ -3,6 +3,7 @@ quality against F16 is within the thresholds."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
@@ -12,15 +13,16 @@ from app.engines.base import Sampling
 from app.engines.local import LocalEngine
 from model_tools.quantize import QUANT_TYPES, quantize
 from model_tools.verify import quant_quality
+from tests.conftest import scratch_folder
 
 FILE_TYPES = {"Q4_K_M": gguf.LlamaFileType.MOSTLY_Q4_K_M, "Q5_K_M": gguf.LlamaFileType.MOSTLY_Q5_K_M,
               "Q6_K": gguf.LlamaFileType.MOSTLY_Q6_K, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
 
 
-@pytest.fixture(scope="session")
-def real_quants(tmp_path_factory: pytest.TempPathFactory, real_f16: Path) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("quants")
-    return {q: quantize(real_f16, folder / f"real-{q.lower()}.gguf", q, progress=False) for q in QUANT_TYPES}
+@pytest.fixture(scope="module")
+def real_quants(tmp_path_factory: pytest.TempPathFactory, real_f16: Path) -> Iterator[dict[str, Path]]:
+    with scratch_folder(tmp_path_factory, "quants") as folder:
+        yield {q: quantize(real_f16, folder / f"real-{q.lower()}.gguf", q, progress=False) for q in QUANT_TYPES}
 
 
 @pytest.mark.slow
