@@ -23,7 +23,7 @@ from app.errors import UserError
 from app.gguf_metadata import GGUF_MAGIC, GGUFFormatError, printable, read_gguf_metadata
 from app.hashing import HashProgress, remember_sha256
 from app.models import MODEL_SUFFIX
-from app.paths import models_dir
+from app.paths import FolderError, models_dir
 
 DISK_MARGIN = 512 * 2**20  # left free after the copy: the database, logs and the OS need room too
 MAX_NAME_CHARS = 200
@@ -166,10 +166,8 @@ def import_model(source: Path, name: str | None = None, replace: bool = False,
     architecture = check_importable(source)
     try:
         target = models_dir() / file_name
-    except OSError as exc:  # a file in its place, a read-only disk
-        folder = models_dir(create=False)
-        why = "it is not a folder" if folder.exists() and not folder.is_dir() else exc.strerror or str(exc)
-        raise ModelImportError(f"The models folder {folder} cannot be used: {why}. Nothing was written.") from exc
+    except FolderError as exc:  # a file in its place, a read-only disk
+        raise ModelImportError(f"{exc} Nothing was written.") from exc
     existed = target.exists() or target.is_symlink()
     if existed and not replace:
         raise ModelImportError(f"A model named {target.name} is already in {target.parent}. "

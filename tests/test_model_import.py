@@ -11,7 +11,7 @@ import stat
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gguf
@@ -35,19 +35,19 @@ from app.model_import import (
 )
 from app.models import list_models, resolve_model_name
 from app.ui.cards import model_card_markdown
-from tests.conftest import JMEDLLM, REPO_ROOT, assert_clean_error, run_cli
+from tests.conftest import JMEDLLM, REPO_ROOT, assert_clean_error, run_cli, scratch_folder
 from tests.scripted_engine import ScriptedEngine
 
 NOTICE = "This model is under development, not for medical use. Weights converted from the checkpoint."
 
 
 @pytest.fixture(autouse=True)
-def models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A models folder and a hash cache of the test's own (subprocesses inherit both)."""
-    folder = tmp_path_factory.mktemp("models")
-    monkeypatch.setenv("JMEDLLM_MODELS_DIR", str(folder))
-    monkeypatch.setenv("JMEDLLM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    return folder
+def models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A models folder and a hash cache of the test's own (subprocesses inherit both), deleted after it."""
+    with scratch_folder(tmp_path_factory, "models") as folder, scratch_folder(tmp_path_factory, "cache") as cache:
+        monkeypatch.setenv("JMEDLLM_MODELS_DIR", str(folder))
+        monkeypatch.setenv("JMEDLLM_CACHE_DIR", str(cache))
+        yield folder
 
 
 def small_gguf(path: Path, architecture: str = "llama", **general: str) -> Path:
@@ -172,7 +172,8 @@ def test_a_models_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path,
     monkeypatch.setenv("JMEDLLM_MODELS_DIR", str(blocked))
     source = small_gguf(tmp_path / "jmed-x.gguf")
     assert_clean_error(run_cli("model", "import", str(source)),
-                       f"The models folder {blocked} cannot be used: it is not a folder. Nothing was written.")
+                       f"Cannot use the folder {blocked}: it is a file, not a folder. This folder comes from "
+                       "$JMEDLLM_MODELS_DIR", "Nothing was written.")
     assert_clean_error(run_cli("model", "info", "jmed-x"), "Model file not found: jmed-x")
     assert blocked.read_text() == "not a folder"
     missing = tmp_path / "no-models-yet"
