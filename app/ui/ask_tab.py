@@ -9,7 +9,7 @@ oldest turns the context note named; ``regenerate`` (max_tokens, thinking, histo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from app.ui.refused import Refused
 from app.ui.state import AppState
 
 AUTO_TEMPLATE = "auto"
+Outputs = tuple[Any, ...]  # chat, message box, conversation, card, context note (group, text, button)
 THINKING = {"default": None, "on": True, "off": False}
 
 
@@ -121,7 +122,7 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
     hidden_note = (gr.update(visible=False), "", gr.skip())
 
     def stream(engine: Engine, chat: Conversation, reply: Reply, cancel: CancelFlag, history_on: bool,
-               ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+               ui_lang: str, request: gr.Request) -> Iterator[Outputs]:
         """Chat, message box, conversation, card and note while ``reply`` streams, then with its finished turn
         (kept in the history of ``request``'s user when ``history_on``); after New conversation (``cancel``
         abandoned), the empty conversation it left, never this one again."""
@@ -153,61 +154,65 @@ def build_ask_tab(state: AppState, labeler: Labeler, ui_lang: gr.State, lang: st
             messages.append(note_message(t("answer_failed", ui_lang).format(error=failure)))
         yield messages, "", chat, model_card_markdown(engine, reply.generation.stats), *hidden_note
 
-    def busy(chat: Conversation, ui_lang: str) -> tuple[Any, ...]:
-        messages: list[Message] = [*conversation_messages(chat, ui_lang), note_message(t("busy", ui_lang))]
-        return messages, gr.skip(), chat, gr.skip(), *hidden_note
+    def begin(engine: Engine, chat: Conversation, start: Callable[[CancelFlag], Reply | Outputs],
+              history_on: bool, ui_lang: str, request: gr.Request) -> Iterator[Outputs]:
+        """Stream the reply ``start`` begins (with this request's cancel flag), or show what it returned instead
+        (the context note); the busy note when the model is taken, a refusal for a bad question."""
+        with cancels.claimed(request) as cancel:
+            try:
+                reply = start(cancel)
+            except EngineBusy:
+                messages: list[Message] = [*conversation_messages(chat, ui_lang), note_message(t("busy", ui_lang))]
+                yield messages, gr.skip(), chat, gr.skip(), *hidden_note
+                return
+            except UserError as exc:
+                raise Refused(str(exc)) from exc
+            if isinstance(reply, Reply):
+                yield from stream(engine, chat, reply, cancel, history_on, ui_lang, request)
+            else:
+                yield reply
 
     def send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str, template_name: str,
              shot_count: str, token_limit: float, thinking_choice: str, history_on: bool, ui_lang: str,
-             request: gr.Request, agree_drop: bool = False) -> Iterator[tuple[Any, ...]]:
+             request: gr.Request, agree_drop: bool = False) -> Iterator[Outputs]:
         engine = state.engine
         chat = chat or Conversation()
         question, limit, switch = question or "", int(token_limit), THINKING.get(thinking_choice)
         options = parse_choices(raw_choices)
-        with cancels.claimed(request) as cancel:
-            try:
-                validate(Query(text=question, choices=options, max_tokens=limit))
-                if options:
-                    reply = answer_choices(engine, chat, question, options, cancel, limit, answer_lang,
-                                           None if template_name == AUTO_TEMPLATE else template_name, int(shot_count))
-                else:
-                    room = fit(engine, chat, question, limit, switch, answer_lang, cancel)
-                    if room.drop is None:
-                        raise Refused(t("too_long_alone", ui_lang).format(n_ctx=room.n_ctx, max_tokens=limit))
-                    if room.drop and not agree_drop:
-                        yield (gr.skip(), gr.skip(), chat, gr.skip(), gr.update(visible=True),
-                               t("context_full", ui_lang).format(n=room.drop, n_ctx=room.n_ctx),
-                               t("drop_and_send", ui_lang).format(n=room.drop))
-                        return
-                    reply = answer(engine, chat, question, cancel, limit, switch, room.drop, answer_lang)
-            except EngineBusy:
-                yield busy(chat, ui_lang)
-                return
-            except UserError as exc:
-                raise Refused(str(exc)) from exc
-            yield from stream(engine, chat, reply, cancel, history_on, ui_lang, request)
+
+        def start(cancel: CancelFlag) -> Reply | Outputs:
+            validate(Query(text=question, choices=options, max_tokens=limit))
+            if options:
+                return answer_choices(engine, chat, question, options, cancel, limit, answer_lang,
+                                      None if template_name == AUTO_TEMPLATE else template_name, int(shot_count))
+            room = fit(engine, chat, question, limit, switch, answer_lang, cancel)
+            if room.drop is None:
+                raise Refused(t("too_long_alone", ui_lang).format(n_ctx=room.n_ctx, max_tokens=limit))
+            if room.drop and not agree_drop:  # the context note: the user chooses first
+                return (gr.skip(), gr.skip(), chat, gr.skip(), gr.update(visible=True),
+                        t("context_full", ui_lang).format(n=room.drop, n_ctx=room.n_ctx),
+                        t("drop_and_send", ui_lang).format(n=room.drop))
+            return answer(engine, chat, question, cancel, limit, switch, room.drop, answer_lang)
+
+        yield from begin(engine, chat, start, history_on, ui_lang, request)
 
     def drop_and_send(question: str, chat: Conversation | None, raw_choices: str, answer_lang: str,
                       template_name: str, shot_count: str, token_limit: float, thinking_choice: str, history_on: bool,
-                      ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+                      ui_lang: str, request: gr.Request) -> Iterator[Outputs]:
         yield from send(question, chat, raw_choices, answer_lang, template_name, shot_count, token_limit,
                         thinking_choice, history_on, ui_lang, request, agree_drop=True)
 
     def regenerate_last(chat: Conversation | None, token_limit: float, thinking_choice: str, history_on: bool,
-                        ui_lang: str, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+                        ui_lang: str, request: gr.Request) -> Iterator[Outputs]:
         engine = state.engine
         chat = chat or Conversation()
-        with cancels.claimed(request) as cancel:
-            try:
-                reply = regenerate(engine, chat, cancel, int(token_limit), THINKING.get(thinking_choice))
-            except EngineBusy:
-                yield busy(chat, ui_lang)
-                return
-            except UserError as exc:
-                raise Refused(str(exc)) from exc
-            yield from stream(engine, chat, reply, cancel, history_on, ui_lang, request)
 
-    def new_conversation(request: gr.Request) -> tuple[Any, ...]:
+        def start(cancel: CancelFlag) -> Reply:
+            return regenerate(engine, chat, cancel, int(token_limit), THINKING.get(thinking_choice))
+
+        yield from begin(engine, chat, start, history_on, ui_lang, request)
+
+    def new_conversation(request: gr.Request) -> Outputs:
         """An empty conversation; an answer still running is stopped (kept in history as stopped), so the
         next question never carries the previous patient's context."""
         cancels.cancel(request, abandon=True)
