@@ -37,8 +37,8 @@ from typing import IO
 from app.atomic import atomic_writer
 from app.bench.data import DataError, Dataset
 from app.bench.library import FILES, MANIFEST, NAME_PATTERN, Entry, entries, find, library_dir
-from app.bench.loaders import Loader, discover, known_layouts
-from app.bench.loaders.question_set import EMPTY_FILE
+from app.bench.loaders import LOADERS, Loader, discover, known_layouts
+from app.bench.loaders.question_set import EMPTY_FILE, LAYOUT, SUFFIXES
 from app.disk import free_bytes, size_text
 from app.timestamps import utc_now
 
@@ -51,6 +51,10 @@ STAGING_PREFIX = ".import-"
 _CHUNK = 1024**2
 _BLANK_BYTES = 65536  # a file up to this size is read to see whether it holds nothing but blank lines
 _BOM = b"\xef\xbb\xbf"
+_OTHER_ARCHIVES = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+                   b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!\x1a\x07": "RAR"}  # magic bytes at the start
+_TAR_MAGIC = (257, b"ustar")  # offset and magic of an uncompressed tar
+_VCS_FOLDERS = frozenset({".git", ".hg", ".svn"})
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -160,6 +164,9 @@ def _stage(source: Path, dest: Path, on_progress: Progress | None, shown_as: str
         raise ImportRefused(f"{shown_as or source}: {EMPTY_FILE}; no question set to import")
     if source.is_file() and (source.suffix.lower() == ".zip" or zipfile.is_zipfile(source)):
         return _unpack_sets(source, dest, on_progress, shown_as)
+    if source.is_file() and (kind := _other_archive(source)):
+        raise ImportRefused(f"{shown_as or source}: a {kind} archive; only zip archives are imported. Unpack it "
+                            "first (tar xf, 7z x, ...) and import the folder, or download the repository's zip")
     if source.is_file() and source.stat().st_size > MAX_FILE_BYTES:
         raise ImportRefused(f"{shown_as or source}: {size_text(source.stat().st_size)}, too large for a question "
                             f"file (at most {size_text(MAX_FILE_BYTES)}) and not a zip archive")
@@ -175,6 +182,15 @@ def _blank(path: Path) -> bool:
         return not handle.read(_BLANK_BYTES).removeprefix(_BOM).strip()
 
 
+def _other_archive(path: Path) -> str | None:
+    """The kind of a tar, compressed or other non-zip archive at ``path`` (by its first bytes), else None."""
+    with path.open("rb") as handle:
+        head = handle.read(_TAR_MAGIC[0] + len(_TAR_MAGIC[1]))
+    if head[_TAR_MAGIC[0]:] == _TAR_MAGIC[1]:
+        return "tar"
+    return next((kind for magic, kind in _OTHER_ARCHIVES.items() if head.startswith(magic)), None)
+
+
 def _no_set(where: str, empty: bool, archive: bool) -> ImportRefused:
     if empty:
         return ImportRefused(f"{where} is empty: no question set to import")
@@ -185,6 +201,8 @@ def _no_set(where: str, empty: bool, archive: bool) -> ImportRefused:
 def _copy_sets(source: Path, dest: Path, on_progress: Progress | None, shown_as: str | None) -> list[_Staged]:
     where = shown_as or str(source)
     found = discover(source)
+    if not found and source.is_file() and source.suffix.lower() in SUFFIXES:
+        found = [(LOADERS[LAYOUT], source)]  # a .csv or .jsonl of its own: validation says why it is not a set
     if not found:
         raise _no_set(where, source.is_dir() and not any(source.iterdir()), archive=False)
     inventories = [_inventory(set_path) for _, set_path in found]
@@ -217,6 +235,7 @@ def _inventory(set_path: Path) -> list[tuple[Path, int]]:
     files: list[tuple[Path, int]] = []
     total = 0
     for folder, dirs, names in os.walk(set_path):
+        dirs[:] = [d for d in dirs if d not in _VCS_FOLDERS]  # a git checkout: its history is not the set
         for d in dirs:
             if (Path(folder) / d).is_symlink():
                 raise ImportRefused(f"{Path(folder) / d} is a link to a folder; copy the folder itself there")
@@ -372,7 +391,8 @@ def _names(source: str, sets: list[_Staged], datasets: list[Dataset], name: str 
     names = [n if own.count(n) == 1 else _slug(f"{n}-{s.path.stem}") for n, s in zip(own, sets, strict=True)]
     bad = [n for n in names if not NAME_PATTERN.match(n)] or [n for n in names if names.count(n) > 1]
     if bad:
-        raise ImportRefused(f"{source}: cannot name the set {bad[0]!r}; give a name with --name")
+        how = "import each set from its own file or folder, with --name" if len(sets) > 1 else "give a name with --name"
+        raise ImportRefused(f"{source}: cannot name the set {bad[0]!r}; {how}")
     return names
 
 

@@ -112,6 +112,18 @@ def test_folder_and_data_folder_imports(tmp_path: Path) -> None:
     assert [e.name for e in library.entries()] == ["from-data", "mine"]
 
 
+def test_a_git_checkouts_history_is_not_copied(tmp_path: Path) -> None:
+    """A `git clone` of IgakuQA: its .git folder (history, possibly thousands of objects) stays out of the library."""
+    source = clone(tmp_path / "IgakuQA")
+    objects = source / ".git" / "objects" / "ab"
+    objects.mkdir(parents=True)
+    (objects / "cdef").write_bytes(b"x" * 100)
+    (source / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    [entry] = add(source)
+    assert not (entry.path / ".git").exists()
+    assert (entry.path / "baseline_results/2022/116-A_gpt4.jsonl").exists() and entry.questions == 18
+
+
 def test_an_existing_name_needs_replace_and_is_replaced_only_by_a_valid_set(tmp_path: Path) -> None:
     first = clone(tmp_path / "one")
     [old] = add(first)

@@ -42,8 +42,10 @@ CSV_COLUMNS = ("id", "question", *CHOICE_COLUMNS, "answer", "language", *TRANSLA
 CSV_REQUIRED = ("id", "question", "choice_a", "choice_b", "answer")
 _CSV_SCALARS = ("id", "question", "answer", "language", "category", "points", "contraindicated", "explanation")
 _BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _SNIFF_BYTES = 65536
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
+_OTHER_SEPARATORS = re.compile(r"[;\t]")  # a header of one cell holding these: not a comma-separated file
 _LETTER_SEPARATORS = re.compile(r"[\s,、，;；/]+")
 
 
@@ -83,10 +85,14 @@ def detect_language(text: str) -> str:
 
 
 def _decode(raw: bytes, name: str) -> str:
-    """UTF-8 text without a leading byte-order mark; Shift_JIS (Excel's default CSV) gets a hint."""
+    """UTF-8 text without a leading byte-order mark; Shift_JIS (Excel's default CSV) and UTF-16 (its
+    "Unicode text") get a hint."""
     try:
         return decode_utf8_text(raw, name)
     except DataError as exc:
+        if raw.startswith(_UTF16_BOMS):
+            raise DataError(f"{exc}. It is UTF-16 (Excel's \"Unicode テキスト\", Windows PowerShell's default): "
+                            "save it as UTF-8 (Excel: \"CSV UTF-8 (コンマ区切り)\")") from None
         try:
             japanese = bool(_JAPANESE.search(raw.decode("cp932")))
         except UnicodeDecodeError:
@@ -290,6 +296,10 @@ def _csv_header(cells: list[str] | None, name: str, problems: _Problems) -> list
         problems.add(where, "no header row (the file is empty)" if cells is None else "the header row is empty")
         return None
     header = [cell.strip().lower() for cell in cells]
+    if len(header) == 1 and _OTHER_SEPARATORS.search(header[0]):
+        problems.add(where, "the columns are separated by semicolons or tabs, not commas; save it as "
+                            "\"CSV UTF-8 (コンマ区切り)\"")
+        return None
     unknown = [c for c in header if c and c not in CSV_COLUMNS]
     missing = [c for c in CSV_REQUIRED if c not in header]
     doubled = sorted({c for c in header if c and header.count(c) > 1})
@@ -343,6 +353,14 @@ def _csv_rows(text: str, name: str, problems: _Problems) -> Iterator[tuple[int, 
         start, number = start + read + 1, number + 1
 
 
+def _csv_error(exc: csv.Error) -> str:
+    """What a CSV error means to whoever wrote the file."""
+    limit = csv.field_size_limit()
+    if "field larger than field limit" in str(exc):
+        return f"a cell longer than {limit:,} characters; no question or choice is that long: check this row"
+    return f"unreadable CSV ({exc})"
+
+
 def _csv_questions(text: str, name: str, problems: _Problems) -> list[Question]:
     """Rows are numbered as a spreadsheet shows them (the header is row 1; a cell may span lines)."""
     rows = _csv_rows(text, name, problems)
@@ -365,7 +383,7 @@ def _csv_questions(text: str, name: str, problems: _Problems) -> list[Question]:
                 questions.append(question)
         return questions
     except csv.Error as exc:
-        problems.add(f"{name} row {number + 1}", f"unreadable CSV ({exc})")
+        problems.add(f"{name} row {number + 1}", _csv_error(exc))
         return []
 
 
