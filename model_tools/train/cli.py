@@ -58,12 +58,19 @@ def _positive(_ctx: click.Context, _param: click.Parameter, value: float) -> flo
     return value
 
 
+def _rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A learning rate: positive, finite and at most 1 (above, AdamW diverges at once or overflows)."""
+    if _positive(ctx, param, value) > 1:
+        raise click.BadParameter(f"{value} is above 1; SWIFT's default is {_DEFAULTS.lr}")
+    return value
+
+
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options both commands share (SWIFT's defaults)."""
     options = [
         click.option("--base", "base", type=_DIR, required=True, help="Base Hugging Face checkpoint (Qwen2)."),
         click.option("--out", "out", type=_DIR, required=True, help="Output folder (checkpoints go under it)."),
-        click.option("--lr", type=float, callback=_positive, default=_DEFAULTS.lr, show_default=True,
+        click.option("--lr", type=float, callback=_rate, default=_DEFAULTS.lr, show_default=True,
                      help="Peak learning rate."),
         click.option("--epochs", type=float, callback=_positive, default=_DEFAULTS.epochs, show_default=True),
         click.option("--batch-size", type=click.IntRange(1), default=_DEFAULTS.batch_size, show_default=True,
@@ -80,7 +87,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--eval-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      default=_DEFAULTS.eval_fraction, show_default=True,
                      help="Held out for the evaluation loss per epoch (at least one example)."),
-        click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=_DEFAULTS.seed, show_default=True),
         click.option("--save-steps", type=click.IntRange(1), default=_DEFAULTS.save_steps, show_default=True,
                      help="Checkpoint every N optimizer steps."),
         click.option("--logging-steps", type=click.IntRange(1), default=_DEFAULTS.logging_steps, show_default=True),

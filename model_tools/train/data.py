@@ -192,7 +192,7 @@ def load_corpus(path: Path) -> TrainingData:
     files = corpus_files(path)
     texts = []
     for file in files:
-        text = _text(_read(file, CORPUS_EXPECTED), file.name, CORPUS_EXPECTED)
+        text = _text(_read(file, CORPUS_EXPECTED), str(file), CORPUS_EXPECTED)
         texts += [line.strip() for line in text.splitlines() if line.strip()]
     if not texts:
         raise TrainError(f"{path}: the corpus is empty")
@@ -200,13 +200,13 @@ def load_corpus(path: Path) -> TrainingData:
 
 
 def split(rows: list[dict[str, str]], fraction: float, seed: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """A seeded held-out split: ``fraction`` of the rows (at least one) for evaluation, the rest for training."""
+    """A seeded held-out split: ``fraction`` of the rows for evaluation, the rest for training (at least one each)."""
     if not 0 < fraction < 1:
         raise TrainError(f"--eval-fraction must be between 0 and 1, not {fraction}")
     if len(rows) < 2:
         raise TrainError(f"{len(rows)} example(s): at least 2 are needed (one is held out for evaluation)")
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(rows) * fraction))
+    n_eval = min(max(1, round(len(rows) * fraction)), len(rows) - 1)  # at least one example each side
     held = set(order[:n_eval])
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]

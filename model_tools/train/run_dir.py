@@ -51,6 +51,17 @@ def checkpoints_dir(out: Path) -> Path:
     return Path(out) / CHECKPOINTS
 
 
+def _check_writable(out: Path) -> None:
+    """``out``, or before it exists its nearest existing parent, is a folder this user can write in."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise TrainError(f"--out {out}: {probe} is a file, not a folder; choose a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise TrainError(f"--out {out}: cannot write in {probe} (permission denied); choose a folder you can write in")
+
+
 def prepare(out: Path, run_hash: str, resume: bool, overwrite: bool) -> Path | None:
     """Check ``out`` before anything is written; return the checkpoint to resume from, if any.
 
@@ -59,8 +70,7 @@ def prepare(out: Path, run_hash: str, resume: bool, overwrite: bool) -> Path | N
     (at :func:`start`, not here).
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} is a file, not a folder")
+    _check_writable(out)
     if not out.exists():
         return None
     others = [p.name for p in out.iterdir() if p.name != CHECKPOINTS]
@@ -81,10 +91,10 @@ def prepare(out: Path, run_hash: str, resume: bool, overwrite: bool) -> Path | N
                          "remove it or choose another --out") from exc
     if not resume:
         return None
-    if marker.get("settings_hash") != run_hash:
+    steps = sorted((int(m[1]), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir())
+    if marker.get("settings_hash") != run_hash and steps:
         raise TrainError(f"{folder} holds checkpoints of a run with other data or settings; run the same "
                          "command again to resume it, or pass --no-resume to discard them and start over")
-    steps = sorted((int(m[1]), p) for p in folder.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir())
     for _, checkpoint in reversed(steps):
         if _sealed(checkpoint):
             return checkpoint

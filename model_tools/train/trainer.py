@@ -71,6 +71,27 @@ def disk_needed(base: BaseCheckpoint, lora: LoraSettings | None, checkpoints: in
     return (checkpoints * (1 + 2) + 1) * adapter + DISK_MARGIN
 
 
+def check_targets(base: BaseCheckpoint, lora: LoraSettings) -> None:
+    """Every ``--target-modules`` name is a linear layer of the base's blocks (as peft matches it: by name)."""
+    linear = {key.split(".")[-2] for key, entry in base.tensors.items()
+              if key.startswith("model.layers.") and key.endswith(".weight") and len(entry.shape) == 2}
+    unknown = [name for name in lora.target_modules if name not in linear]
+    if unknown:
+        raise TrainError(f"--target-modules: the base's blocks have no linear layer {', '.join(unknown)}; "
+                         f"choose from {', '.join(sorted(linear))}")
+
+
+def check_lengths(rows: Sequence[dict[str, str]], tokenizer: Any, max_length: int) -> None:
+    """Refuse examples whose prompt alone fills ``max_length`` tokens: the trainer would drop them unseen."""
+    prompts = [row["prompt"] for row in rows if "prompt" in row]
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]] if prompts else []
+    too_long = [n for n in lengths if n >= max_length]
+    if too_long:
+        raise TrainError(f"{len(too_long)} of {len(lengths)} example(s) have a prompt of --max-length "
+                         f"({max_length}) tokens or more (the longest {max(too_long)}), which leaves no room for "
+                         f"the answer; raise --max-length above {max(too_long)} or shorten those prompts")
+
+
 def check_leakage(job: Job, sets: Sequence[Dataset] | None, echo: Callable[[str], None]) -> dict[str, Any]:
     """The leakage report of the training texts (shown); stops unless ``allow_overlap``."""
     from model_tools.train.leakage import LeakageFound
@@ -187,6 +208,8 @@ def run(job: Job, echo: Callable[[str], None] = print, leakage_sets: Sequence[Da
     run_hash = settings_hash(job.kind, base_fingerprint(base), job.data.fingerprint, job.lora, job.train, job.language)
     resume_from = run_dir.prepare(job.out, run_hash, job.resume, job.overwrite)
     train_rows, eval_rows = split(job.data.rows, job.train.eval_fraction, job.train.seed)
+    if job.lora:
+        check_targets(base, job.lora)
     dtype, bf16 = _device_dtype(job.train, bool(job.lora and job.lora.qlora))
     leakage = check_leakage(job, leakage_sets, echo)
     needed = disk_needed(base, job.lora)
@@ -204,6 +227,7 @@ def run(job: Job, echo: Callable[[str], None] = print, leakage_sets: Sequence[Da
     from model_tools.train.progress import ProgressLine, SealCheckpoints, StopOnInterrupt
 
     tokenizer = AutoTokenizer.from_pretrained(job.base)
+    check_lengths(job.data.rows, tokenizer, job.train.max_length)
     model = _load_model(job.base, dtype, bool(job.lora and job.lora.qlora))
     folder = run_dir.checkpoints_dir(job.out)
     if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch, one process owns the folder

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from app.bench.loaders.question_set import read_questions
-from model_tools.train import trainer
+from model_tools.train import run_dir, trainer
 from model_tools.train.config import LoraSettings, TrainSettings
-from model_tools.train.data import load_corpus, load_pairs
+from model_tools.train.data import load_corpus, load_pairs, split
 from model_tools.train.errors import TrainError
 from model_tools.train.leakage import LeakageFound
 from tests.conftest import REPO_ROOT, assert_clean_error
@@ -179,3 +179,65 @@ def test_a_byte_order_mark_is_allowed(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "qs.jsonl", question_rows())
     data.write_bytes(b"\xef\xbb\xbf" + data.read_bytes())  # as Notepad and Excel save UTF-8; the benchmark reads it
     assert load_pairs(data, "ja").kind == "question-set"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--seed", "-1", "-1 is not in the range 0<=x<=4294967295"),
+    ("--seed", str(2**32), "is not in the range"),  # numpy's generator takes 32 bits
+    ("--lr", "1e300", "1e+300 is above 1"),  # overflowed float32 in the optimizer
+])
+def test_out_of_range_numbers_are_refused(option: str, value: str, message: str, tmp_path: Path,
+                                          question_file: Path) -> None:
+    result = _cli("lora", "--base", str(tmp_path), "--data", str(question_file), "--out", str(tmp_path / "out"),
+                  option, value)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_fraction_near_one_still_trains_on_something() -> None:
+    rows = [{"text": str(i)} for i in range(8)]
+    train, held = split(rows, 0.99, seed=0)
+    assert len(train) == 1 and len(held) == 7
+
+
+def test_unknown_target_module_is_refused_before_anything_is_written(tmp_path: Path, small_base: Path,
+                                                                     question_file: Path) -> None:
+    job = _job(small_base, question_file, tmp_path / "out", target_modules=("q_proj", "lm_head"))
+    with pytest.raises(TrainError, match="have no linear layer lm_head; choose from down_proj, gate_proj"):
+        trainer.run(job, leakage_sets=[])
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_length_that_leaves_no_room_for_the_answer(tmp_path: Path, small_base: Path,
+                                                       question_file: Path) -> None:
+    job = trainer.Job("lora", small_base, load_pairs(question_file, "ja"), tmp_path / "out",
+                      TrainSettings(max_length=16), LoraSettings(), "ja")
+    with pytest.raises(TrainError, match=r"8 of 8 example\(s\) have a prompt of --max-length \(16\) tokens or more"):
+        trainer.run(job, leakage_sets=[])
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_below_a_file(tmp_path: Path, small_base: Path, question_file: Path) -> None:
+    (tmp_path / "notes").write_text("x")
+    out = tmp_path / "notes" / "out"
+    result = _cli("lora", "--base", str(small_base), "--data", str(question_file), "--out", str(out))
+    assert_clean_error(result, f"--out {out}: {tmp_path / 'notes'} is a file, not a folder")
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_another(tmp_path: Path) -> None:
+    folder = run_dir.checkpoints_dir(tmp_path)
+    folder.mkdir()
+    (folder / run_dir.RUN_FILE).write_text(json.dumps({"settings_hash": "an earlier command's"}))
+    assert run_dir.prepare(tmp_path, "this command's", resume=True, overwrite=False) is None
+    (folder / "checkpoint-3").mkdir()
+    with pytest.raises(TrainError, match="other data or settings"):
+        run_dir.prepare(tmp_path, "this command's", resume=True, overwrite=False)
+
+
+def test_a_corpus_file_is_named_by_its_path(tmp_path: Path) -> None:
+    for chapter in ("ch1", "ch2"):  # the same file name in two subfolders
+        (tmp_path / chapter).mkdir()
+        (tmp_path / chapter / "notes.txt").write_text("doc\n", encoding="utf-8")
+    (tmp_path / "ch2" / "notes.txt").write_bytes("心臓\n".encode("cp932"))
+    with pytest.raises(TrainError, match=re.escape(f"{tmp_path / 'ch2' / 'notes.txt'}:1: not valid UTF-8")):
+        load_corpus(tmp_path)
