@@ -74,14 +74,14 @@ def prepare(out: Path, run_hash: str, resume: bool, overwrite: bool) -> Path | N
     if not out.exists():
         return None
     others = [p.name for p in out.iterdir() if p.name != CHECKPOINTS]
+    folder = checkpoints_dir(out)
     if (out / MANIFEST).is_file():
         if not overwrite:
             raise TrainError(f"{out} holds a finished model ({MANIFEST}); use --overwrite to replace it, "
                              "or choose another --out")
-    elif others:
+    elif others and not (folder / RUN_FILE).is_file():  # with our marker: what an interrupted publish left
         raise TrainError(f"--out {out} exists and holds files that are not a training run's: "
                          f"{', '.join(sorted(others)[:5])}; choose an empty or new folder")
-    folder = checkpoints_dir(out)
     if not folder.exists():
         return None
     try:
@@ -112,14 +112,18 @@ def start(out: Path, run_hash: str, resume: bool) -> Path:
     return folder
 
 
-def publish(out: Path, overwrite: bool) -> list[Path]:
-    """Move the staged outputs into ``out`` (``training.json`` last), then drop the checkpoints."""
+def publish(out: Path) -> list[Path]:
+    """Move the staged outputs into ``out`` (``training.json`` last), then drop the checkpoints.
+
+    What ``out`` held besides the checkpoints goes first, ``training.json`` before the rest: the finished
+    model ``--overwrite`` replaces, or what an interrupted publish left. Killed part-way, ``out`` is an
+    unfinished run whose checkpoints are still there, and the same command finishes it."""
     out = Path(out)
     staged = checkpoints_dir(out) / STAGE
-    if overwrite:
-        for item in out.iterdir():
-            if item.name != CHECKPOINTS:
-                shutil.rmtree(item) if item.is_dir() else item.unlink()
+    (out / MANIFEST).unlink(missing_ok=True)
+    for item in out.iterdir():
+        if item.name != CHECKPOINTS:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
     names = sorted(p.name for p in staged.iterdir() if p.name != MANIFEST) + [MANIFEST]
     for name in names:
         os.replace(staged / name, out / name)

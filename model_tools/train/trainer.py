@@ -249,5 +249,5 @@ def run(job: Job, echo: Callable[[str], None] = print, leakage_sets: Sequence[Da
     (staged / TRAINING_ARGS_NAME).unlink(missing_ok=True)  # a pickle: only safetensors and JSON are published
     manifest = build_manifest(job, base, trainer.state, leakage, len(train_rows), len(eval_rows), started)
     write_outputs(staged, job, manifest)
-    files = run_dir.publish(job.out, job.overwrite)
+    files = run_dir.publish(job.out)
     return Result(job.out, files, manifest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -241,3 +242,31 @@ def test_a_corpus_file_is_named_by_its_path(tmp_path: Path) -> None:
     (tmp_path / "ch2" / "notes.txt").write_bytes("心臓\n".encode("cp932"))
     with pytest.raises(TrainError, match=re.escape(f"{tmp_path / 'ch2' / 'notes.txt'}:1: not valid UTF-8")):
         load_corpus(tmp_path)
+
+
+def test_a_publish_cut_short_is_finished_by_the_same_command(tmp_path: Path, small_base: Path, question_file: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while the finished model moves into OUT (here: over an older model, with --overwrite), OUT is an
+    unfinished run that the same command completes: no mix of the two models, no folder it refuses."""
+    out = tmp_path / "out"
+    trainer.run(_job(small_base, question_file, out), leakage_sets=[])
+    replace = os.replace
+    moved: list[object] = []
+
+    def cut_short(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        if Path(target).parent == out:
+            if moved:
+                raise KeyboardInterrupt  # before the second file of the new model
+            moved.append(target)
+        replace(source, target)
+
+    again = dataclasses.replace(_job(small_base, question_file, out, rank=4), overwrite=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", cut_short)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.run(again, leakage_sets=[])
+    assert not (out / "training.json").exists() and len(moved) == 1
+    result = trainer.run(dataclasses.replace(again, overwrite=False), leakage_sets=[])
+    manifest = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    assert manifest["hyperparameters"]["lora"]["rank"] == 4 and not (out / "checkpoints").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in result.files)
