@@ -5,7 +5,8 @@ of :mod:`app.gguf_metadata` (its tensor data inside the file), whose architectur
 llama.cpp knows (:data:`LLAMA_CPP_ARCHITECTURES`), whose name in the models folder is free (unless
 replacing) and whose size fits the free disk space with :data:`DISK_MARGIN` to spare. The copy
 goes to a temporary file beside the target, fsynced, then renamed: an interruption or a full disk
-leaves nothing behind. The model is 0600 (only its owner can read it), like the app's other private
+leaves nothing behind. A file already in the folder under another name (the same bytes) is refused: a
+model takes gigabytes. The model is 0600 (only its owner can read it), like the app's other private
 files. The sha256 computed while copying goes into the hash cache, so the model card does not read
 the file again.
 """
@@ -13,6 +14,7 @@ the file again.
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from app.demo_model import DEMO_ALIAS
 from app.disk import free_bytes, size_text
 from app.errors import UserError
 from app.gguf_metadata import GGUF_MAGIC, GGUFFormatError, printable, read_gguf_metadata
-from app.hashing import HashProgress, remember_sha256
+from app.hashing import HashProgress, cached_sha256, remember_sha256
 from app.models import MODEL_SUFFIX
 from app.paths import FolderError, models_dir
 
@@ -133,6 +135,17 @@ def check_free_space(folder: Path, size: int) -> None:
                                f"{size_text(DISK_MARGIN)} should stay free, but only {size_text(free)} is left.")
 
 
+def same_model(source: Path, size: int, target: Path, on_progress: HashProgress | None = None) -> Path | None:
+    """A model of the models folder other than ``target`` with exactly the bytes of ``source``: only files of
+    the same size are candidates, so ``source`` is read (hashed) first only when there is one."""
+    candidates = [p for p in target.parent.glob(f"*{MODEL_SUFFIX}")
+                  if p.name != target.name and p.is_file() and p.stat().st_size == size]
+    if not candidates:
+        return None
+    digest = cached_sha256(source, on_progress)
+    return next((p for p in sorted(candidates) if cached_sha256(p) == digest), None)
+
+
 def _copy(source: Path, target: Path, size: int, on_progress: HashProgress | None) -> str:
     """Copy ``source`` to ``target`` atomically and owner-only (0600), returning the sha256 of the bytes copied."""
     digest = hashlib.sha256()
@@ -159,7 +172,8 @@ def import_model(source: Path, name: str | None = None, replace: bool = False,
     """Copy the GGUF ``source`` into the models folder as ``name`` (default: its own file name).
 
     Refused with nothing written: not a complete GGUF, an architecture llama.cpp does not know, a
-    name already taken (unless ``replace``), or too little free disk space.
+    name already taken (unless ``replace``), the same model already there under another name, or too
+    little free disk space.
     """
     source = Path(source).expanduser()
     file_name = model_file_name(name if name is not None else source.name)
@@ -175,6 +189,12 @@ def import_model(source: Path, name: str | None = None, replace: bool = False,
     if target.is_dir():
         raise ModelImportError(f"{target} is a folder, not a model file; choose another name with --name.")
     size = source.stat().st_size
+    twin = same_model(source, size, target, on_progress)
+    if twin is not None:
+        raise ModelImportError(f"{source.name} is already in the models folder as {twin.name} (the same bytes, "
+                               f"sha256 checked): use it by that name, e.g. jmedllm serve --model "
+                               f"{shlex.quote(twin.name)}. "
+                               "Nothing was copied.")
     check_free_space(target.parent, size)
     sha256 = _copy(source, target, size, on_progress)
     remember_sha256(target, sha256)

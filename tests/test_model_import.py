@@ -85,6 +85,23 @@ def test_imported_demo_is_usable_by_name_with_its_sha256_recorded(demo_model_pat
     assert card["sha256"] == DEMO_SHA256 and card["path"] == str(target.resolve())
     assert card["license"] == "not stated in the file" and card["usage_warning"] == ""
     assert list_models() == [target] and resolve_model_name("jmed-demo.gguf") == target  # the UI's picker
+    again = run_cli("model", "import", str(demo_model_path), "--name", "demo-copy")
+    assert_clean_error(again, "is already in the models folder as jmed-demo.gguf",
+                       "jmedllm serve --model jmed-demo.gguf", "Nothing was copied.")
+    assert listing(models).keys() == {"jmed-demo.gguf"}
+
+
+def test_the_same_bytes_are_refused_under_another_name_but_not_a_file_of_the_same_size(tmp_path: Path,
+                                                                                       models: Path) -> None:
+    source = small_gguf(tmp_path / "jmed-a.gguf")
+    import_model(source)
+    with pytest.raises(ModelImportError, match="already in the models folder as jmed-a.gguf"):
+        import_model(source, name="jmed-b")
+    assert import_model(source, replace=True).replaced  # the same name, replaced: not a second copy
+    other = tmp_path / "jmed-other.gguf"
+    other.write_bytes(source.read_bytes()[:-1] + b"\x01")  # the same size, another last byte
+    assert import_model(other).path.name == "jmed-other.gguf"
+    assert sorted(listing(models)) == ["jmed-a.gguf", "jmed-other.gguf"]
 
 
 def _safetensors(path: Path) -> Path:
