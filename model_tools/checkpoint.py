@@ -112,6 +112,9 @@ def open_base(folder: Path) -> BaseCheckpoint:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConvertError(f"base checkpoint folder not found: {folder}")
+    if not (folder / "config.json").is_file():
+        raise ConvertError(f"{folder} is not a Hugging Face checkpoint folder (it has no config.json): give the "
+                           "folder that holds config.json, the *.safetensors weights and tokenizer.json")
     config = _json(folder / "config.json")
     architectures = config.get("architectures") or []
     if config.get("model_type") != "qwen2" or not SUPPORTED_ARCHITECTURES & set(architectures):

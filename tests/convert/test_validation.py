@@ -85,7 +85,7 @@ def truncated_weights(base: Path, adapter: Path) -> None:
 CASES: dict[str, tuple[Callable[[Path, Path], None], str]] = {
     "pickle base": (pickle_base, "pickle"),
     "pickle adapter": (pickle_adapter, "pickle"),
-    "missing config": (missing_config, "config.json"),
+    "missing config": (missing_config, "is not a Hugging Face checkpoint folder (it has no config.json)"),
     "missing tokenizer": (missing_tokenizer, "tokenizer.json"),
     "missing adapter config": (missing_adapter_config, "adapter_config.json"),
     "unsupported architecture": (unsupported_arch, "only the Qwen2 family"),
