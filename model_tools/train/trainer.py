@@ -120,7 +120,9 @@ def _device_dtype(train: TrainSettings, qlora: bool) -> tuple[Any, bool]:
 def _load_model(base: Path, dtype: Any, qlora: bool) -> Any:
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # safetensors only and no code from the folder, as open_base checked: never a pickle, never remote code
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False,
+                              "local_files_only": True}
     if qlora:
         try:
             from transformers import BitsAndBytesConfig
