@@ -9,6 +9,7 @@ the app to learn where it looks for llama-server).
     python3 bundle_checks.py platform
     python3 bundle_checks.py describe BUNDLE.json --version 0.4.0 --llama-cpp-python 0.3.36 [--cuda] ...
     python3 bundle_checks.py check BUNDLE.json
+    python3 bundle_checks.py prepare-prefix BUNDLE_DIR PREFIX
     python3 bundle_checks.py place-server BUNDLE_DIR PREFIX
 """
 
@@ -40,6 +41,10 @@ GGML_FLAG_FEATURES = {
 # The oldest NVIDIA driver that runs programs built with each CUDA toolkit major version.
 MIN_DRIVER = {11: (450, 80, 2), 12: (525, 60, 13), 13: (580, 65, 6)}
 SERVER_DIR = "llama-server"
+MARKER = ".jmedllm-bundle"  # in a prefix: an installation of this app (complete or not), safe to install over
+# Free space a new installation needs, in multiples of the wheelhouse (0.6.0 measured: 575 MiB of wheels became
+# a 934 MiB virtualenv); an upgrade in place needs one wheelhouse.
+SPACE_FACTOR = 2
 
 
 class BundleCheckError(Exception):
@@ -179,6 +184,55 @@ def _driver_problems(toolkit: str) -> list[str]:
     return []
 
 
+def prefix_problems(prefix: Path, wheelhouse_bytes: int) -> list[str]:
+    """Why install.sh cannot install into ``prefix`` ([] when it can): not this app's, unwritable, too full."""
+    ours = (prefix / MARKER).is_file()
+    if prefix.exists() and not ours and (not prefix.is_dir() or any(prefix.iterdir())):
+        return [f"{prefix} exists and is not a JMedLLM Desk installation; choose an empty or new folder with --prefix."]
+    existing = next(folder for folder in (prefix, *prefix.parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return [f"{prefix} cannot be written: {existing} is not a folder this user can write. Run install.sh as "
+                "a user who can (root for /opt/jmedllm), or choose another folder with --prefix."]
+    need, free = wheelhouse_bytes * (1 if ours else SPACE_FACTOR), shutil.disk_usage(existing).free
+    if free < need:
+        return [f"{prefix} needs about {_mib(need)} free and its disk has {_mib(free)}. Free some space there, "
+                "or choose a folder on another disk with --prefix."]
+    return []
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
+
+
+def prepare_prefix(bundle: Path, prefix: Path) -> None:
+    """Check ``prefix`` and mark it as this app's before anything goes in, so an interrupted install can run again.
+
+    A virtualenv there of another Python, or one that does not run (interrupted, or its Python was removed),
+    is removed to be made again. Runs with the target's system Python, the one the virtualenv is made with.
+    """
+    wheels = sum(file.stat().st_size for file in (bundle / "wheelhouse").iterdir())
+    problems = prefix_problems(prefix, wheels)
+    if problems:
+        raise BundleCheckError(" ".join(problems))
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if (prefix / "pyvenv.cfg").exists() and _venv_python(prefix) != here:
+        print(f"      {prefix} has a virtualenv that does not run Python {here}: making it again.", file=sys.stderr)
+        shutil.rmtree(prefix)
+    prefix.mkdir(parents=True, exist_ok=True)
+    (prefix / MARKER).touch()
+
+
+def _venv_python(prefix: Path) -> str | None:
+    """The major.minor version of the virtualenv's Python, or None when it does not run."""
+    try:
+        result = subprocess.run([str(prefix / "bin" / "python"), "-c",
+                                 "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def place_server(bundle: Path, prefix: Path) -> Path:
     """Put the bundle's llama-server build where the installed app looks for it, and its source beside.
 
@@ -203,7 +257,7 @@ def place_server(bundle: Path, prefix: Path) -> Path:
     root = server_root()
     target = root / BuildOptions.from_environment().key(version)
     for destination in (target, prefix / "share" / "jmedllm" / SERVER_DIR):
-        _replace_folder(destination, [source / BINARY_NAME, source / "build.json"])
+        _replace_folder(destination, [source / BINARY_NAME, source / "build.json"], executable=BINARY_NAME)
     sdist = source / sdist_name(version)
     cached_sdist = root / "sdist" / sdist.name
     cached_sdist.parent.mkdir(mode=0o700, exist_ok=True)
@@ -211,13 +265,17 @@ def place_server(bundle: Path, prefix: Path) -> Path:
     return target / BINARY_NAME
 
 
-def _replace_folder(destination: Path, files: list[Path]) -> None:
-    """``destination`` holding exactly ``files``, swapped in with a rename so no half folder is left."""
+def _replace_folder(destination: Path, files: list[Path], executable: str) -> None:
+    """``destination`` holding exactly ``files``, swapped in with a rename so no half folder is left.
+
+    The file named ``executable`` is made executable: a tar re-packed on Windows loses the modes.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:
         for file in files:
             shutil.copy2(file, work / file.name)
+        os.chmod(work / executable, 0o755)
         os.chmod(work, 0o755)
         if destination.exists():
             shutil.rmtree(destination)
@@ -240,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     describe_cmd.add_argument("--with-convert", action="store_true")
     check_cmd = sub.add_parser("check", help="exit 1, saying why, when this machine cannot run the bundle")
     check_cmd.add_argument("manifest", type=Path)
+    prepare_cmd = sub.add_parser("prepare-prefix", help="check the install folder and mark it as this app's")
+    prepare_cmd.add_argument("bundle", type=Path)
+    prepare_cmd.add_argument("prefix", type=Path)
     place_cmd = sub.add_parser("place-server", help="install the bundle's llama-server build for the app")
     place_cmd.add_argument("bundle", type=Path)
     place_cmd.add_argument("prefix", type=Path)
@@ -254,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             for problem in problems:
                 print(f"Cannot install on this machine: {problem}", file=sys.stderr)
             return 1 if problems else 0
+        elif args.command == "prepare-prefix":
+            prepare_prefix(args.bundle, args.prefix)
         else:
             print(place_server(args.bundle, args.prefix))
     except BundleCheckError as exc:

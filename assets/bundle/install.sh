@@ -67,24 +67,18 @@ if [ -z "$python" ]; then
 fi
 [ -n "$python" ] || die "Python $want was not found. Install the OS's python$want package, or set \
 PYTHON=/path/to/python$want. Nothing was installed."
-have=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || die "$python does not run."
+have=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || die "$python does not \
+run as Python. Set PYTHON=/path/to/python$want. Nothing was installed."
 [ "$have" = "$want" ] || die "the bundle is for Python $want; $python is Python $have. Set \
 PYTHON=/path/to/python$want, or build the bundle on a machine with Python $have. Nothing was installed."
 "$python" -B bundle_checks.py check BUNDLE.json || die "nothing was installed."
 
 echo "[3/5] Installing JMedLLM Desk $version into $prefix (pip, from the bundle's wheelhouse only) ..."
-if [ -e "$prefix" ] && [ ! -f "$prefix/.jmedllm-bundle" ] && [ -n "$(ls -A "$prefix")" ]; then
-    die "$prefix exists and is not a JMedLLM Desk installation; choose an empty or new folder with --prefix."
-fi
-if [ -x "$prefix/bin/python" ] && [ "$("$prefix/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' \
-        2>/dev/null)" != "$want" ]; then
-    echo "      $prefix has another Python: making its virtualenv again."
-    rm -rf "$prefix"
-fi
+"$python" -B bundle_checks.py prepare-prefix "$bundle" "$prefix" || die "nothing was installed."
 if [ ! -x "$prefix/bin/python" ]; then
-    "$python" -m venv --without-pip "$prefix" || die "could not make a virtualenv in $prefix."
+    "$python" -m venv --without-pip "$prefix" || die "could not make a virtualenv in $prefix (see above); fix that \
+and run install.sh again."
 fi
-touch "$prefix/.jmedllm-bundle"
 log="$prefix/install.log"
 : >"$log"
 pip_wheel=$(ls wheelhouse/pip-*.whl)
