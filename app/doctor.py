@@ -125,6 +125,12 @@ TITLES = {
 }
 
 
+# An offline bundle's install.sh marks its prefix (the virtualenv: sys.prefix) first and copies the bundle's
+# manifest there last; the names are those of scripts/bundle_checks.py (MARKER) and assets/bundle/install.sh.
+BUNDLE_MARKER = ".jmedllm-bundle"
+BUNDLE_MANIFEST = "BUNDLE.json"
+
+
 class _Skipped(Exception):
     """A check that does not apply here; the message says why."""
 
@@ -173,6 +179,10 @@ def check_python() -> Check:
     if sys.version_info < MIN_PYTHON:
         return _check("python", FAIL, f"Python {version} is too old: the app needs Python "
                       f"{'.'.join(map(str, MIN_PYTHON))} or newer.", details)
+    prefix = Path(sys.prefix)
+    if (prefix / BUNDLE_MARKER).is_file() and not (prefix / BUNDLE_MANIFEST).is_file():
+        return _check("python", WARN, f"The offline install in {prefix} did not finish (no {BUNDLE_MANIFEST}): run "
+                      f"the bundle's install.sh again with --prefix {prefix}.", details)
     return _check("python", OK, f"Python {version} on {platform.system()} {platform.machine()}.", details)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +17,18 @@ import gradio as gr
 import pytest
 
 from app.db import open_db
-from app.doctor import TITLES, Check, DoctorOptions, Report, check_database, check_speed, kv_cache_bytes
+from app.doctor import (
+    OK,
+    TITLES,
+    WARN,
+    Check,
+    DoctorOptions,
+    Report,
+    check_database,
+    check_python,
+    check_speed,
+    kv_cache_bytes,
+)
 from app.gguf_metadata import read_gguf_metadata
 from app.ui.state import AppState, ServeOptions
 from app.ui.system_panel import build_system_panel, report_markdown
@@ -262,3 +274,16 @@ def test_system_panel_checks_the_served_model_for_administrators(data_dir: Path,
     lan = system_check_handler(AppState(engine, ServeOptions(host="0.0.0.0", db_path=db)))
     with pytest.raises(gr.Error):
         lan(gr.Request(username=None))
+
+
+def test_an_offline_install_that_did_not_finish_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """install.sh marks the prefix first and copies BUNDLE.json last: a marker alone is an install cut short."""
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert check_python().status == OK  # a plain virtualenv, not a bundle's
+    (tmp_path / ".jmedllm-bundle").touch()
+    check = check_python()
+    assert check.status == WARN
+    assert check.summary == (f"The offline install in {tmp_path} did not finish (no BUNDLE.json): run the bundle's "
+                             f"install.sh again with --prefix {tmp_path}.")
+    (tmp_path / "BUNDLE.json").write_text("{}")
+    assert check_python().status == OK
