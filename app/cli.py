@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from app import __version__
-from app.engines.options import DEFAULT_CONTEXT, GPU_LAYERS_HELP
+from app.engines.options import CONTEXT_RANGE, DEFAULT_CONTEXT, GPU_LAYERS_HELP
 from app.errors import UserError
 from app.model_cli import import_cmd
 
@@ -105,7 +105,7 @@ def engine_options(func: F) -> F:
         click.option("--model", "model", default=None,
                      help='GGUF path, a file in the models folder, or "demo" (default; or $JMEDLLM_MODEL).'),
         click.option("--gpu-layers", default="auto", show_default=True, help=GPU_LAYERS_HELP),
-        click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=DEFAULT_CONTEXT,
+        click.option("--ctx", "n_ctx", type=click.IntRange(*CONTEXT_RANGE), default=DEFAULT_CONTEXT,
                      show_default=True, help="Context size in tokens (per answer on llama-server)."),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores)."),
         click.option("--parallel", type=click.IntRange(1, 64), default=None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from app.doctor import FAIL, MARKS, WARN, DoctorOptions, Report, detail_lines, run_doctor
-from app.engines.options import DEFAULT_CONTEXT
+from app.engines.options import CONTEXT_RANGE, DEFAULT_CONTEXT
 from app.gguf_metadata import printable, terminal_json
 
 
@@ -30,7 +30,7 @@ def human_text(report: Report) -> str:
 @click.command()
 @click.option("--model", default=None, help='The GGUF to check memory for: a path, a file in the models folder, '
               'or "demo" (default: $JMEDLLM_MODEL or demo).')
-@click.option("--ctx", "n_ctx", type=click.IntRange(256, 131072), default=DEFAULT_CONTEXT, show_default=True,
+@click.option("--ctx", "n_ctx", type=click.IntRange(*CONTEXT_RANGE), default=DEFAULT_CONTEXT, show_default=True,
               help="Context size in tokens, as given to serve.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address serve will bind.")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)

@@ -55,12 +55,22 @@ _OTHER_ARCHIVES = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", 
                    b"7z\xbc\xaf\x27\x1c": "7-Zip", b"Rar!\x1a\x07": "RAR"}  # magic bytes at the start
 _TAR_MAGIC = (257, b"ustar")  # offset and magic of an uncompressed tar
 _VCS_FOLDERS = frozenset({".git", ".hg", ".svn"})
+_UTF8_FLAG = 0x800  # a zip entry's general-purpose flag: its name is UTF-8
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 
 class ImportRefused(DataError):
     """An import refused; the library is left as it was."""
+
+
+class NameTaken(ImportRefused):
+    """An imported set already has the name (``names``); said as the CLI's options (the web UI says its own)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(f"An imported set is already called {', '.join(names)}; add --replace to replace it "
+                         "(jmedllm bench data list shows what is there), or choose another --name")
 
 
 @dataclass(frozen=True)
@@ -151,9 +161,7 @@ def _remove_leftovers(root: Path) -> None:
 def _refuse_taken(names: list[str]) -> None:
     taken = [n for n in names if (library_dir() / n).exists()]
     if taken:
-        what = ", ".join(taken)
-        raise ImportRefused(f"An imported set is already called {what}; add --replace to replace it "
-                            "(jmedllm bench data list shows what is there), or choose another --name")
+        raise NameTaken(taken)
 
 
 # --- stage ---------------------------------------------------------------------------------------
@@ -273,9 +281,32 @@ def _unpack_sets(archive: Path, dest: Path, on_progress: Progress | None, shown_
     return staged
 
 
+def _open_zip(archive: Path) -> zipfile.ZipFile:
+    """The zip at ``archive``, its names read as Windows Explorer on a Japanese system writes them.
+
+    A name without zip's UTF-8 flag is cp437 by the format's rule, but Explorer writes cp932 (Shift_JIS)
+    there, so "内科.csv" came out garbled. When every such name is valid cp932, it is read as cp932."""
+    zf = zipfile.ZipFile(archive)
+    legacy = [info.filename for info in zf.infolist()
+              if not info.flag_bits & _UTF8_FLAG and not info.filename.isascii()]
+    if legacy and all(_is_cp932(name) for name in legacy):
+        zf.close()
+        return zipfile.ZipFile(archive, metadata_encoding="cp932")
+    return zf
+
+
+def _is_cp932(name: str) -> bool:
+    """Whether the bytes of ``name`` (as zipfile read them: cp437) are cp932 text."""
+    try:
+        name.encode("cp437").decode("cp932")
+    except UnicodeError:
+        return False
+    return True
+
+
 def _unpack(archive: Path, dest: Path, on_progress: Progress | None) -> None:
     try:
-        zf = zipfile.ZipFile(archive)
+        zf = _open_zip(archive)
     except (zipfile.BadZipFile, OSError, ValueError):
         raise ImportRefused(f"{archive.name}: not a zip archive, or a damaged (truncated?) one; "
                             "download it again") from None

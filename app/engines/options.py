@@ -9,6 +9,7 @@ from app.errors import UserError
 
 GpuLayers = int | Literal["auto"]
 DEFAULT_CONTEXT = 4096
+CONTEXT_RANGE = (256, 131072)  # the context lengths (tokens) a load may ask for
 GPU_LAYERS_HELP = '"auto" (all layers on a GPU when llama.cpp has GPU offload, else CPU) or a number'
 
 

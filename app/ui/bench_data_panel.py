@@ -133,9 +133,10 @@ class DataPanel:
             with gr.Column(visible=True) as self.refusal:  # swapped for the controls for an administrator on load
                 labeler.add(gr.Markdown(t("bench_import_admin_only", lang)), "bench_import_admin_only", "value")
             with gr.Column(visible=False) as self.controls:
+                # No file_types: Gradio would refuse any other file (a .tar.gz) in English only, with a traceback
+                # in the log; the importer says what the file is and what to do, in the import's own message.
                 self.upload = labeler.add(gr.File(label=t("bench_import_file", lang), file_count="single",
-                                                  file_types=[".zip", ".jsonl", ".csv"], type="filepath",
-                                                  elem_id="bench-import-file"), "bench_import_file")
+                                                  type="filepath", elem_id="bench-import-file"), "bench_import_file")
                 with gr.Row():
                     self.name = labeler.add(gr.Textbox(label=t("bench_import_name", lang), max_lines=1,
                                                        elem_id="bench-import-name"), "bench_import_name")
@@ -190,6 +191,9 @@ class DataPanel:
                 added = importing.add(Path(upload), name=(name or "").strip() or None, replace=bool(replace),
                                       on_progress=lambda done, total: progress((done, total), unit="bytes"),
                                       shown_as=Path(upload).name)  # the name it had on the user's machine
+            except importing.NameTaken as exc:  # the CLI's wording names --replace and --name
+                taken = t("bench_import_taken", ui_lang).format(names=", ".join(plain(n) for n in exc.names))
+                return (*unchanged, t("bench_import_failed", ui_lang).format(error=taken))
             except (UserError, OSError) as exc:
                 return (*unchanged, t("bench_import_failed", ui_lang).format(error=lines_markdown(str(exc), ui_lang)))
             self.cache.clear()

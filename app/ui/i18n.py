@@ -33,6 +33,10 @@ LOAD_SERVED_ENGINE = (
     "`jmedllm serve --engine {engine} --model NAME` at the server's console."
 )
 MODEL_CHOOSE = "⚠️ 先に読み込むモデルを選んでください。 / Choose a model to load first."
+MODEL_NOT_LOADED = ("⚠️ モデルを読み込めませんでした（現在のモデルのままです）。 / "
+                    "Model not loaded (the current model stays): {error}")  # {error}: text, HTML-escaped
+MODEL_CONTEXT_RANGE = ("コンテキスト長は {low:,}〜{high:,} トークンで指定してください（{value:,.10g} は範囲外）。 / "
+                       "The context length must be {low:,} to {high:,} tokens, not {value:,.10g}.")
 MODEL_STARTED_WITH = "サーバー起動時のモデル / loaded when the server started · {at}"
 MODEL_LOADED_BY = "読み込み / loaded by: **{who}** ({address}) · {at}"
 LOCAL_USER = "ローカル利用者 / local user"
@@ -171,6 +175,10 @@ TEXT: dict[str, dict[str, str]] = {
     "bench_imported": {"en": "✅ Imported: {sets}. Choose it above and run.",
                        "ja": "✅ 取り込みました：{sets}。上で選んで実行できます。"},
     "bench_imported_set": {"en": "{label} ({name}, {n} questions)", "ja": "{label}（{name}、{n} 問）"},
+    "bench_import_taken": {"en": "A set called {names} is already imported: tick \"Replace an imported set of the "
+                                 "same name\", or enter another name.",
+                           "ja": "{names} という名前の問題セットはすでに取り込まれています。「同じ名前の問題セットを"
+                                 "置き換える」にチェックを入れるか、別の名前を入力してください。"},
     "bench_import_failed": {"en": "⚠️ Not imported (nothing was written):  \n{error}",
                             "ja": "⚠️ 取り込めませんでした（何も書き込んでいません）：  \n{error}"},
     "bench_import_admin_only": {

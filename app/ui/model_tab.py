@@ -6,6 +6,7 @@ allowed or not, is written to the ``model_loads`` log (:mod:`app.audit`).
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -14,7 +15,7 @@ from gradio.events import Dependency
 from app.audit import FAILED, LOADED, REFUSED, LoadAttempt, recent_loads, record_load
 from app.demo_model import DEMO_ALIAS
 from app.engines.local import LocalEngine
-from app.engines.options import DEFAULT_CONTEXT, parse_gpu_layers
+from app.engines.options import CONTEXT_RANGE, DEFAULT_CONTEXT, InvalidOption, parse_gpu_layers
 from app.errors import UserError
 from app.models import ModelNameError, list_models, resolve_model_name
 from app.paths import models_dir
@@ -24,8 +25,10 @@ from app.ui.i18n import (
     LOAD_SERVED_ENGINE,
     LOCAL_USER,
     MODEL_CHOOSE,
+    MODEL_CONTEXT_RANGE,
     MODEL_LOADED_BY,
     MODEL_LOADS_HEADERS,
+    MODEL_NOT_LOADED,
     MODEL_STARTED_WITH,
     t,
 )
@@ -72,6 +75,26 @@ def refusal_text(state: AppState) -> str:
     return LOAD_ADMIN_ONLY if engine.kind == "local" else LOAD_SERVED_ENGINE.format(engine=engine.kind)
 
 
+def failure_text(exc: UserError | OSError) -> str:
+    """Why nothing was loaded, for Gradio's error toast, which renders HTML: the message escaped (it may echo a
+    typed name or a file name), under a bilingual heading unless it is a refusal of this page's own."""
+    shown = html.escape(str(exc), quote=False)
+    return shown if isinstance(exc, LoadRefused) else MODEL_NOT_LOADED.format(error=shown)
+
+
+def parse_context(value: float | None) -> int:
+    """The context length typed in the tab: empty (or 0) for the default, else a whole number in CONTEXT_RANGE.
+
+    Checked here, not by the field's own bounds: Gradio refused those in English only, with a traceback in
+    the server log and no line in the loads log."""
+    if not value:
+        return DEFAULT_CONTEXT
+    low, high = CONTEXT_RANGE
+    if not low <= value <= high:
+        raise InvalidOption(MODEL_CONTEXT_RANGE.format(low=low, high=high, value=value))
+    return int(value)
+
+
 def _client_address(request: gr.Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -94,8 +117,8 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
         with gr.Row():
             gpu_layers = labeler.add(gr.Textbox(value=state.options.gpu_layers, label=t("gpu_layers", lang)),
                                      "gpu_layers")
-            n_ctx = labeler.add(gr.Number(value=state.options.n_ctx, precision=0, minimum=256, maximum=131072,
-                                          label=t("context", lang)), "context")
+            n_ctx = labeler.add(gr.Number(value=state.options.n_ctx, precision=0, label=t("context", lang)),
+                                "context")
         load_button = labeler.add(gr.Button(t("load", lang), variant="primary", elem_id="load-model"), "load",
                                   "value")
     current = labeler.add(gr.Markdown(current_model_markdown(state.loaded), label=t("current_model", lang),
@@ -131,6 +154,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
             raise LoadRefused(refusal_text(state))
         model_path = resolve_model_name(name)
         layers = parse_gpu_layers(raw_layers)
+        n_ctx = parse_context(context)
         if state.engine.busy:
             raise LoadRefused(t("busy", lang))
         progress(0.05, desc="Checking file / ファイル確認")
@@ -139,7 +163,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
             progress(0.1 + 0.6 * done / total, desc="sha256 / ハッシュ計算")
 
         return LocalEngine.load(model_path, on_hash_progress=hashed, n_gpu_layers=layers,
-                                n_ctx=int(context or DEFAULT_CONTEXT), n_threads=state.options.threads)
+                                n_ctx=n_ctx, n_threads=state.options.threads)
 
     def load(name: str | None, raw_layers: str, context: float, request: gr.Request,
              progress: gr.Progress = gr.Progress()) -> tuple[str, list[list[Any]]]:  # noqa: B008
@@ -163,7 +187,7 @@ def build_model_tab(state: AppState, labeler: Labeler, lang: str,
                 raise
             log(LOADED, engine.card.file_name, engine=engine)
         except (UserError, OSError) as exc:
-            raise Refused(str(exc)) from exc
+            raise Refused(failure_text(exc)) from exc
         progress(1.0, desc="Loaded / 読み込み完了")
         loaded = state.replace_engine(engine, request.username, address)
         return current_model_markdown(loaded), log_rows()

@@ -112,6 +112,21 @@ def test_folder_and_data_folder_imports(tmp_path: Path) -> None:
     assert [e.name for e in library.entries()] == ["from-data", "mine"]
 
 
+def test_japanese_names_from_windows_explorers_zip_are_read_as_shift_jis(tmp_path: Path) -> None:
+    """Explorer on a Japanese Windows writes names in cp932 without zip's UTF-8 flag; Python's zipfile would read
+    them as cp437 (garbled). The set imports as from a zip with UTF-8 names."""
+    bank = "id,question,choice_a,choice_b,answer\nq1,胸痛の初期検査は？,心電図,腹部CT,a\n".encode()
+    [utf8] = add(zip_of(tmp_path / "utf8.zip", {"内科/内科問題.csv": bank}), name="from-utf8")
+    explorer = zip_of(tmp_path / "explorer.zip", {"AAAA/AAAAAAAA.csv": bank})  # placeholders, as many bytes
+    raw = explorer.read_bytes().replace(b"AAAA/AAAAAAAA", "内科/内科問題".encode("cp932"))
+    explorer.write_bytes(raw)
+    with zipfile.ZipFile(explorer) as zf:
+        assert not zf.infolist()[0].flag_bits & 0x800 and zf.namelist() != ["内科/内科問題.csv"]
+    [entry] = add(explorer, name="from-explorer")
+    assert (entry.label, entry.set_path, entry.questions) == (utf8.label, utf8.set_path, 1)
+    assert "内科問題" in entry.label
+
+
 def test_a_git_checkouts_history_is_not_copied(tmp_path: Path) -> None:
     """A `git clone` of IgakuQA: its .git folder (history, possibly thousands of objects) stays out of the library."""
     source = clone(tmp_path / "IgakuQA")
