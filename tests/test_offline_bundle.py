@@ -152,8 +152,9 @@ def test_wrong_platform_is_refused_before_anything_is_installed(bundle: Path, tm
 
 
 def test_installs_and_answers_in_japanese_with_no_network(bundle: Path, tmp_path: Path) -> None:
-    """One network namespace: install, re-install (upgrade in place), doctor when it exists, ask."""
-    prefix, data = tmp_path / "prefix", tmp_path / "data"
+    """One network namespace: install, re-install (upgrade in place), doctor when it exists, ask; into a prefix
+    with a space and Japanese in its path, as a hospital share may have."""
+    prefix, data = tmp_path / "院内 apps" / "jmedllm", tmp_path / "data"
     data.mkdir()
     (data / "keep.db").write_bytes(b"the user's database")
     jmedllm = prefix / "bin" / "jmedllm"
@@ -179,7 +180,7 @@ fi
     assert result.returncode == 0, result.stdout + result.stderr + logs
     print(result.stdout)
     assert "Installed JMedLLM Desk" in (tmp_path / "install2.log").read_text()
-    assert f"{prefix}/bin/jmedllm serve --model demo" in (tmp_path / "install1.log").read_text()
+    assert f"'{prefix}'/bin/jmedllm serve --model demo" in (tmp_path / "install1.log").read_text()  # copyable
     assert (data / "keep.db").read_bytes() == b"the user's database"
     assert (tmp_path / "cache" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf").is_file()
     assert list((tmp_path / "cache" / "llama-server").glob("*/llama-server"))

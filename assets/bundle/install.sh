@@ -106,14 +106,17 @@ echo "[5/5] Assembling and checking the demo model ..."
 "$prefix/bin/jmedllm" model info demo >>"$log" || die "the demo model could not be assembled (see above)."
 cp BUNDLE.json "$prefix/BUNDLE.json"
 data=$("$prefix/bin/python" -c 'from app.paths import data_dir; print(data_dir())')
+# the prefix as the commands below can be copied into a shell: single-quoted when it holds a space or the like
+shown=$prefix
+case "$prefix" in *[!A-Za-z0-9_./-]*) shown="'${prefix//\'/\'\\\'\'}'" ;; esac
 
 cat <<EOF
 
 Installed JMedLLM Desk $version in $prefix in $(( $(date +%s) - started )) s (log: $log).
-  Start the UI:  $prefix/bin/jmedllm serve --model demo      then open http://127.0.0.1:7860
-  Ask once:      $prefix/bin/jmedllm ask --model demo "..."
+  Start the UI:  $shown/bin/jmedllm serve --model demo      then open http://127.0.0.1:7860
+  Ask once:      $shown/bin/jmedllm ask --model demo "..."
   Your database and models live in $data and are kept when a newer bundle's install.sh upgrades this one.
   llama-server:  $server
                  (another account, e.g. a service, can use it with
-                  JMEDLLM_LLAMA_SERVER=$prefix/share/jmedllm/llama-server/llama-server)
+                  JMEDLLM_LLAMA_SERVER=$shown/share/jmedllm/llama-server/llama-server)
 EOF
