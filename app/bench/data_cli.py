@@ -10,6 +10,11 @@ from app.cli import UserErrorGroup
 from app.gguf_metadata import terminal_json, terminal_safe
 
 
+def questions(n: int) -> str:
+    """``n`` questions, in English: "1 question", "1,200 questions"."""
+    return f"{n:,} question{'' if n == 1 else 's'}"
+
+
 @click.group("data", cls=UserErrorGroup)
 def data() -> None:
     """Question sets copied into the data folder: IgakuQA's zip from GitHub, other layouts, your own."""
@@ -31,7 +36,7 @@ def add_cmd(path: Path, name: str | None, replace: bool) -> None:
     with copy_progress() as on_progress:
         added = add(path, name, on_progress, replace)
     for entry in added:
-        click.echo(f"Imported {entry.name}: {terminal_safe(entry.label)}, {entry.questions:,} questions "
+        click.echo(f"Imported {entry.name}: {terminal_safe(entry.label)}, {questions(entry.questions)} "
                    f"({', '.join(entry.languages)}), layout {entry.layout}, fingerprint {entry.fingerprint[:12]}.")
         click.echo(f"  Run it with: jmedllm bench run --data {entry.name}")
 
@@ -64,4 +69,4 @@ def remove_cmd(name: str) -> None:
     from app.bench.importing import remove
 
     entry = remove(name)
-    click.echo(f"Removed {entry.name} ({terminal_safe(entry.label)}, {entry.questions:,} questions).")
+    click.echo(f"Removed {entry.name} ({terminal_safe(entry.label)}, {questions(entry.questions)}).")

@@ -371,4 +371,8 @@ def test_cli_add_list_remove(tmp_path: Path) -> None:
     assert "Removed igakuqa" in run_cli("bench", "data", "remove", "igakuqa").stdout
     assert_clean_error(run_cli("bench", "data", "remove", "igakuqa"), "No imported set named 'igakuqa'")
     assert "No imported question sets yet" in run_cli("bench", "data", "list").stdout
+    bank = tmp_path / "ward.csv"
+    bank.write_text("id,question,choice_a,choice_b,answer\nq1,発熱の原因は？,感染,外傷,a\n", encoding="utf-8")
+    assert "Imported ward: ward, 1 question (ja)" in run_cli("bench", "data", "add", str(bank)).stdout
+    assert "(ward, 1 question)." in run_cli("bench", "data", "remove", "ward").stdout
 
