@@ -53,15 +53,20 @@ ARCHIVES = {
 }
 
 
+def assert_refused(folder: Path, file_name: str, content: bytes, pattern: str) -> None:
+    """``content`` saved as ``file_name`` is refused with a message matching ``pattern``, and nothing imported."""
+    path = folder / file_name
+    path.write_bytes(content)
+    with pytest.raises(ImportRefused, match=pattern):
+        add(path)
+    assert library.entries() == []
+
+
 @pytest.mark.parametrize("file_name", list(ARCHIVES))
 def test_an_archive_that_is_not_a_zip_says_to_unpack_it(tmp_path: Path, file_name: str) -> None:
     content, kind = ARCHIVES[file_name]
-    path = tmp_path / file_name
-    path.write_bytes(content)
-    with pytest.raises(ImportRefused, match=rf"{file_name}: a {kind} archive; only zip archives are imported\. "
-                                            r"Unpack it first \(tar xf, 7z x, \.\.\.\) and import the folder"):
-        add(path)
-    assert library.entries() == []
+    assert_refused(tmp_path, file_name, content, rf"{file_name}: a {kind} archive; only zip archives are imported\. "
+                                                 r"Unpack it first \(tar xf, 7z x, \.\.\.\) and import the folder")
 
 
 def test_a_tarball_at_the_console_is_one_clean_error(tmp_path: Path) -> None:
@@ -86,12 +91,8 @@ NOT_QUITE = {  # a spreadsheet export no layout claims: read as a question set, 
 @pytest.mark.parametrize("case", list(NOT_QUITE))
 def test_a_csv_or_jsonl_in_no_layout_is_read_as_a_question_set_to_say_why(tmp_path: Path, case: str) -> None:
     file_name, content, message = NOT_QUITE[case]
-    path = tmp_path / file_name
-    path.write_bytes(content)
-    with pytest.raises(ImportRefused, match=rf"Not imported; the question set could not be read:\n"
-                                            rf".*{file_name} \(question-set\): (.|\n)*{message}"):
-        add(path)
-    assert library.entries() == []
+    assert_refused(tmp_path, file_name, content, rf"Not imported; the question set could not be read:\n"
+                                                 rf".*{file_name} \(question-set\): (.|\n)*{message}")
 
 
 def test_a_question_set_whose_first_line_is_long_is_imported(tmp_path: Path) -> None:
@@ -118,11 +119,7 @@ EXCEL_EXPORTS = {  # what Excel's other "save as" choices write, refused with th
 @pytest.mark.parametrize("case", list(EXCEL_EXPORTS))
 def test_excels_other_formats_say_which_to_save_as(tmp_path: Path, case: str) -> None:
     file_name, content, message = EXCEL_EXPORTS[case]
-    path = tmp_path / file_name
-    path.write_bytes(content)
-    with pytest.raises(ImportRefused, match=message):
-        add(path)
-    assert library.entries() == []
+    assert_refused(tmp_path, file_name, content, message)
 
 
 def test_sets_whose_names_clash_are_told_to_be_imported_one_by_one(tmp_path: Path) -> None:
