@@ -24,7 +24,7 @@ from app.disk import free_bytes, size_text
 from app.errors import UserError
 from app.gguf_metadata import GGUF_MAGIC, GGUFFormatError, printable, read_gguf_metadata
 from app.hashing import HashProgress, cached_sha256, remember_sha256
-from app.models import MODEL_SUFFIX
+from app.models import MODEL_SUFFIX, list_models
 from app.paths import FolderError, models_dir
 
 DISK_MARGIN = 512 * 2**20  # left free after the copy: the database, logs and the OS need room too
@@ -136,14 +136,14 @@ def check_free_space(folder: Path, size: int) -> None:
 
 
 def same_model(source: Path, size: int, target: Path, on_progress: HashProgress | None = None) -> Path | None:
-    """A model of the models folder other than ``target`` with exactly the bytes of ``source``: only files of
-    the same size are candidates, so ``source`` is read (hashed) first only when there is one."""
-    candidates = [p for p in target.parent.glob(f"*{MODEL_SUFFIX}")
-                  if p.name != target.name and p.is_file() and p.stat().st_size == size]
+    """A model of the models folder (as the picker lists them) other than ``target`` with exactly the bytes of
+    ``source``: only files of the same size are candidates, so ``source`` is read (hashed) first only when
+    there is one."""
+    candidates = [p for p in list_models() if p.name != target.name and p.stat().st_size == size]
     if not candidates:
         return None
     digest = cached_sha256(source, on_progress)
-    return next((p for p in sorted(candidates) if cached_sha256(p) == digest), None)
+    return next((p for p in candidates if cached_sha256(p) == digest), None)  # list_models is sorted
 
 
 def _copy(source: Path, target: Path, size: int, on_progress: HashProgress | None) -> str:
